@@ -1,0 +1,82 @@
+"""Plots for the book: keyframes with boxes and labels, frame strips, class statistics."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Rectangle
+
+from .data.annotations import KeyframeBoxes
+from .data.frames import clip_frame_indices, keyframe_to_frame_index
+from .data.labels import action_group
+
+GROUP_COLOURS = {"PERSON_MOVEMENT": "tab:blue", "OBJECT_MANIPULATION": "tab:orange",
+                 "PERSON_INTERACTION": "tab:green"}
+
+
+def draw_boxes(ax, image: np.ndarray, boxes: np.ndarray, captions: Sequence[str] = (),
+               colour: str = "lime", normalised: bool = True, linestyle: str = "-",
+               fontsize: float = 7) -> None:
+    """Show ``image`` (H, W, 3) with boxes (N, 4) and a caption above each box."""
+    h, w = image.shape[:2]
+    ax.imshow(image)
+    scale = np.array([w, h, w, h]) if normalised else np.ones(4)
+    for i, box in enumerate(np.asarray(boxes, float).reshape(-1, 4) * scale):
+        ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
+                               edgecolor=colour, linewidth=1.2, linestyle=linestyle))
+        if i < len(captions) and captions[i]:
+            ax.text(box[0], box[1] - 1, captions[i], color="white", fontsize=fontsize, va="bottom",
+                    bbox=dict(facecolor=colour, alpha=0.75, pad=1, edgecolor="none"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_keyframe(ax, image: np.ndarray, keyframe: KeyframeBoxes, label_map: dict[int, str],
+                  proposals: np.ndarray | None = None, title: str | None = None) -> None:
+    """A keyframe with its ground-truth boxes captioned by action names, and proposals (dashed,
+    captioned with their scores) when given."""
+    if proposals is not None and len(proposals):
+        draw_boxes(ax, image, proposals[:, :4], [f"{s:.2f}" for s in proposals[:, 4]],
+                   colour="tab:red", linestyle="--", fontsize=6)
+    captions = ["\n".join(label_map.get(a, str(a)) for a in actions) for actions in keyframe.actions]
+    draw_boxes(ax, image, keyframe.boxes, captions, colour="tab:green")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def frame_strip(read_frame, video_id: str, timestamp: int, box: np.ndarray, clip_len: int = 8,
+                frame_interval: int = 8, num_frames: int | None = None, title: str | None = None):
+    """A row of the frames a ``clip_len x frame_interval`` clip samples around a keyframe, with
+    the keyframe's box drawn on each so the motion relative to it shows. ``read_frame(video, index)``
+    returns an (H, W, 3) image."""
+    centre = keyframe_to_frame_index(timestamp)
+    indices = clip_frame_indices(centre, clip_len, frame_interval, num_frames or centre + clip_len *
+                                 frame_interval)
+    fig, axes = plt.subplots(1, clip_len, figsize=(1.6 * clip_len, 1.9))
+    for ax, index in zip(axes, indices):
+        draw_boxes(ax, np.asarray(read_frame(video_id, int(index)), np.uint8), box[None], colour="yellow")
+        ax.set_title(f"img_{index:05d}" + (" (key)" if index == centre else ""), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_count_bars(counts: pd.DataFrame, label_map: dict[int, str], ax=None):
+    """Horizontal bars of box counts per class and split; ``counts`` has one row per class id
+    (index) and one column per split. Bars are coloured by AVA group in the labels."""
+    ax = ax or plt.subplots(figsize=(7, 0.35 * len(counts) + 1))[1]
+    names = [label_map[i] for i in counts.index]
+    y = np.arange(len(counts))
+    height = 0.8 / len(counts.columns)
+    for k, split in enumerate(counts.columns):
+        ax.barh(y + k * height, counts[split], height=height, label=split)
+    ax.set_yticks(y + 0.4 - height / 2, names)
+    for tick, class_id in zip(ax.get_yticklabels(), counts.index):
+        tick.set_color(GROUP_COLOURS[action_group(class_id)])
+    ax.invert_yaxis()
+    ax.set_xlabel("boxes with this action")
+    ax.legend(title="split")
+    return ax
