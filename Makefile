@@ -25,7 +25,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build book -W --keep-going
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests book
 
 clean:
 	rm -rf _build book/_build

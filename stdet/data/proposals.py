@@ -30,6 +30,9 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
+    # the empty bytes of an empty array: ``bytes()`` in protocol 0-2 pickles written by Python 3
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
     ("collections", "OrderedDict"),
 }
 
