@@ -8,7 +8,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from stdet.data.errors import AVADataError, FrameReadError
 from stdet.data.frames import (AVA_FIRST_SECOND, FPS, RawFrames, VideoFile, clip_frame_indices,

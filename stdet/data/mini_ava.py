@@ -121,11 +121,11 @@ class _Actor:
     feet: np.ndarray       # y of the feet (lane baseline minus jump), float px
     facing: np.ndarray     # +1 right, -1 left
     motion: np.ndarray     # AVA id of the motion state
-    item: np.ndarray       # _NO_ITEM, _HELD (grey item), or READ / TEXT (that coloured item)
+    item: np.ndarray       # 0 (none), _HELD (grey item), or READ / TEXT (that coloured item)
     long_term: np.ndarray  # READ / TEXT while the grey item is held, else 0
 
 
-_NO_ITEM, _HELD = 0, 1  # item codes; READ / TEXT codes mean the coloured item is visible
+_HELD = 1  # item code of the grey item; 0 is no item, READ / TEXT the coloured item
 
 
 def _video_ids(rng: np.random.Generator, n: int) -> list[str]:
