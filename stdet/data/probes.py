@@ -30,6 +30,7 @@ class ProbeBox:
     actions: tuple[int, ...]
     entity_id: int
     others: np.ndarray         # (M, 4) normalised boxes of the other actors at this keyframe
+    past: dict[int, np.ndarray]  # the same actor's box at every annotated second of its video
 
 
 class FrameCache:
@@ -48,11 +49,16 @@ class FrameCache:
 
 
 def probe_boxes(annotations: dict[tuple[str, int], KeyframeBoxes]) -> list[ProbeBox]:
+    tracks: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+    for (video_id, t), kf in annotations.items():
+        for box, entity in zip(kf.boxes, kf.entity_ids):
+            tracks.setdefault((video_id, int(entity)), {})[t] = box
     boxes = []
     for (video_id, t), kf in annotations.items():
         for i in range(len(kf.boxes)):
-            others = np.delete(kf.boxes, i, axis=0)
-            boxes.append(ProbeBox(video_id, t, kf.boxes[i], kf.actions[i], int(kf.entity_ids[i]), others))
+            entity = int(kf.entity_ids[i])
+            boxes.append(ProbeBox(video_id, t, kf.boxes[i], kf.actions[i], entity,
+                                  np.delete(kf.boxes, i, axis=0), tracks[video_id, entity]))
     return boxes
 
 
@@ -139,11 +145,11 @@ def clip_features(frames: FrameCache, b: ProbeBox) -> np.ndarray:
     return np.concatenate([crop(frames(b.video_id, centre + off), b.box) for off in (-15, 0, 15)])
 
 
-def history_features(frames: FrameCache, b: ProbeBox, index: dict, seconds=range(5, 31)) -> np.ndarray:
+def history_features(frames: FrameCache, b: ProbeBox, seconds=range(5, 31)) -> np.ndarray:
     """Blue and green item pixels seen on the same actor 5 to 30 s before the keyframe."""
     blue = green = 0.0
     for s in seconds:
-        past = index.get((b.video_id, b.timestamp - s, b.entity_id))
+        past = b.past.get(b.timestamp - s)
         if past is None:
             continue
         patch = crop(frames(b.video_id, keyframe_to_frame_index(b.timestamp - s)), past).reshape(-1, 3)
@@ -186,12 +192,9 @@ def run_probe(root: str | Path, group: str, probe: str,
     data = {}
     for split in ("train", "val"):
         ann = read_annotations(AVALayout(root).ann_file(split))
-        boxes = probe_boxes(ann)
-        index = {(b.video_id, b.timestamp, b.entity_id): b.box for b in boxes}
-        chosen = [(b, target(b)) for b in boxes]
+        chosen = [(b, target(b)) for b in probe_boxes(ann)]
         chosen = [(b, y) for b, y in chosen if y is not None]
-        x = np.stack([features(frames, b, index) if features is history_features else features(frames, b)
-                      for b, _ in chosen])
+        x = np.stack([features(frames, b) for b, _ in chosen])
         data[split] = (x, np.array([y for _, y in chosen]))
     pred = nearest_neighbour_predict(*data["train"], data["val"][0])
     y_val = data["val"][1]
