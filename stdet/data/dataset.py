@@ -129,8 +129,9 @@ class AVADataset(Dataset):
             try:
                 if video not in counts:
                     counts[video] = self.source.num_frames(video)
-                ok = 1 <= keyframe_to_frame_index(t) <= counts[video]
-                reason = f"frame {keyframe_to_frame_index(t)} outside 1..{counts[video]}"
+                frame = keyframe_to_frame_index(t)
+                ok = 1 <= frame <= counts[video]
+                reason = f"frame {frame} outside 1..{counts[video]}"
             except FrameReadError as e:
                 counts[video], ok, reason = 0, False, str(e)
             if ok:
