@@ -1,0 +1,267 @@
+"""Configs as plain dataclasses: what to build, on which data, trained how.
+
+A :class:`Config` nests one dataclass per concern::
+
+    Config(name, model=ModelConfig(backbone, head, lfb), data, optim, schedule, published, scale)
+
+Every field has the value of the full-size AVA setting unless a zoo entry says otherwise
+(:mod:`stdet.zoo` holds the named configs). Configs are frozen: a variant is
+``dataclasses.replace(base, ...)``, so the difference reads in one line. :func:`mini` derives the
+CPU-sized counterpart of any config: same code path, smaller depth, width and frames.
+:func:`apply_overrides` applies ``--cfg-options`` style ``key=value`` strings.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """SlowOnly or SlowFast (see :mod:`stdet.models.slowfast`)."""
+
+    arch: str = "slowonly"                 # "slowonly" | "slowfast"
+    depth: int = 50
+    base_channels: int = 64
+    stage_blocks: tuple[int, ...] | None = None    # overrides depth (mini models)
+    spatial_strides: tuple[int, ...] = (1, 2, 2, 1)
+    non_local: tuple[tuple[int, ...], ...] | None = None   # per stage, one flag per block
+    resample_rate: int = 8                 # SlowFast: τ
+    speed_ratio: int = 8                   # SlowFast: α
+    channel_ratio: int = 8                 # SlowFast: β
+    fusion_kernel: int = 5                 # SlowFast: temporal kernel of the laterals
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """RoI extractor, optional shared head, classifier, loss and RoI sampling."""
+
+    num_classes: int = 81                  # 80 AVA actions + index 0 (not an action)
+    roi_size: int = 8                      # RoIAlign output S x S
+    temporal_pool: str = "avg"             # "avg" | "max" over each pathway's frames
+    with_global: bool = False              # concatenate a global context feature
+    shared_head: str = "none"              # "none" | "acrn" | "lfb"
+    dropout: float = 0.5
+    focal_alpha: float = 1.0
+    focal_gamma: float = 0.0
+    topk: tuple[int, ...] = (3, 5)
+    num_rois: int = 32                     # RoIs sampled per training clip
+    pos_iou: float = 0.9                   # IoU making a proposal positive
+
+
+@dataclass(frozen=True)
+class LFBConfig:
+    """Long-term feature bank and its feature bank operator (FBO)."""
+
+    fbo: str = "nl"                        # "nl" | "avg" | "max"
+    window_seconds: int = 60               # bank window centred on the keyframe
+    max_per_second: int = 5                # RoI features kept per second
+    feature_channels: int = 2048
+    latent_channels: int = 512             # FBO non-local
+    num_layers: int = 2
+    dropout: float = 0.2
+    bank_config: str = "lfb_slowonly_r50_ava_infer"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    lfb: LFBConfig | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which AVA files and how a clip is sampled and augmented."""
+
+    root: str = "data/ava"
+    version: str = "2.1"                   # annotation files: "2.1" | "2.2"
+    clip_len: int = 4
+    frame_interval: int = 16
+    train_scale: tuple[int, int] = (256, 320)   # random rescale of the short side
+    crop_size: int = 256
+    test_scale: int = 256                  # test: short side, whole frame
+    flip: float = 0.5
+    person_det_score_thr: float = 0.9
+    max_proposals: int = 1000
+    custom_classes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with the reference learning rate for the reference total batch (linear scaling rule)."""
+
+    lr: float = 0.2
+    reference_batch: int = 128             # total clips per step the lr was set for
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    nesterov: bool = False
+    grad_clip: float = 40.0
+    batch_per_gpu: int = 16
+
+    def scaled_lr(self, total_batch: int) -> float:
+        """Learning rate for ``total_batch`` clips per step: ``lr * total_batch / reference_batch``."""
+        return self.lr * total_batch / self.reference_batch
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Epochs, linear warmup from ``warmup_ratio * lr``, then step decay or cosine annealing."""
+
+    epochs: int = 20
+    policy: str = "step"                   # "step" | "cosine"
+    milestones: tuple[int, ...] = (10, 15)
+    gamma: float = 0.1
+    warmup_epochs: float = 5.0
+    warmup_iters: int = 0                  # warmup in iterations instead (used when > 0)
+    warmup_ratio: float = 0.1
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the reference documentation reports for this config."""
+
+    map: float | None = None               # frame-mAP@0.5 (%) on the AVA val set
+    gpus: str = "8"                        # GPUs of the published run ("8x2" = 16)
+    pretrain: str = "Kinetics-400"
+    pretrained: str | None = None          # URL of the Kinetics backbone initialisation
+    checkpoint: str | None = None          # URL of the published detector weights
+    custom_classes_map: float | None = None   # custom-class configs: mAP of the all-80 model
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    published: Published = field(default_factory=Published)
+    scale: str = "full"                    # "full" | "mini"
+
+
+def _mini_non_local(non_local: tuple[tuple[int, ...], ...] | None, blocks: tuple[int, ...]):
+    """One block per stage keeps a non-local block where any block of the full stage had one."""
+    if non_local is None:
+        return None
+    return tuple((int(any(flags)),) * n for flags, n in zip(non_local, blocks))
+
+
+MINI_STAGE_BLOCKS = (1, 1, 1, 1)
+
+
+def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int = 6,
+         batch_size: int = 8) -> Config:
+    """The CPU counterpart of ``cfg`` for mini-AVA (128x96 frames at 30 fps).
+
+    Same architecture family and code path; one block per stage and an eighth of the width
+    (SlowFast keeps a 4-channel fast pathway with channel ratio 4); the clip's frame sampling is
+    unchanged (mini-AVA has AVA's frame rate), frames keep their 96-pixel short side. The
+    learning rate follows the linear scaling rule from the reference batch.
+    """
+    if cfg.scale == "mini":
+        return cfg
+    bb = cfg.model.backbone
+    backbone = replace(bb, stage_blocks=MINI_STAGE_BLOCKS, base_channels=bb.base_channels // 4,
+                       channel_ratio=min(bb.channel_ratio, 4),
+                       non_local=_mini_non_local(bb.non_local, MINI_STAGE_BLOCKS))
+    head = cfg.model.head
+    lfb = cfg.model.lfb
+    if lfb is not None:
+        lfb = replace(lfb, feature_channels=backbone.base_channels * 32,
+                      latent_channels=lfb.latent_channels // 8, bank_config=f"{lfb.bank_config}_mini")
+    data = replace(cfg.data, root=root, version="2.2", train_scale=(96, 120), crop_size=96,
+                   test_scale=96)
+    optim = replace(cfg.optim, lr=cfg.optim.scaled_lr(batch_size), reference_batch=batch_size,
+                    batch_per_gpu=batch_size)
+    ratio = epochs / cfg.schedule.epochs
+    # warmup and steps keep their place in the schedule; an iteration-counted warmup becomes
+    # half an epoch (mini-AVA epochs are a few dozen iterations)
+    warmup = cfg.schedule.warmup_epochs * ratio if not cfg.schedule.warmup_iters else 0.5
+    schedule = replace(cfg.schedule, epochs=epochs, warmup_epochs=warmup, warmup_iters=0,
+                       milestones=tuple(max(1, round(m * ratio)) for m in cfg.schedule.milestones))
+    return replace(cfg, name=f"{cfg.name}_mini", model=replace(cfg.model, backbone=backbone,
+                   head=head, lfb=lfb), data=data, optim=optim, schedule=schedule,
+                   published=Published(gpus="0 (CPU)", pretrain="none"), scale="mini")
+
+
+# --- command-line overrides -------------------------------------------------------------------
+
+def _field_types(cls) -> dict[str, typing.Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys(cfg: Config) -> list[str]:
+    """Every dotted key ``--cfg-options`` accepts for ``cfg`` (nested dataclass fields)."""
+    keys = []
+
+    def walk(obj, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                keys.append(f"{prefix}{f.name}")
+
+    walk(cfg, "")
+    return keys
+
+
+def _parse_value(text: str, annotation, key: str):
+    """Parse ``text`` as the field's type: numbers, bools, None, tuples, strings."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if text in ("None", "none", "null") and type(None) in args:
+        return None
+    if annotation is str or (origin is typing.Union and str in args):
+        return text
+    if annotation is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{key}: expected true/false, got {text!r}")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"{key}: cannot parse {text!r} as {annotation}") from None
+    if annotation is float and isinstance(value, (int, float)):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if isinstance(value, (int, float)) and (origin is typing.Union and (float in args or int in args)):
+        return value
+    raise ValueError(f"{key}: expected {annotation}, got {text!r}")
+
+
+def apply_overrides(cfg: Config, options: list[str]) -> Config:
+    """Apply ``["model.head.dropout=0.3", "optim.lr=0.01"]``; a typo raises an error listing the
+    valid keys."""
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep:
+            raise ValueError(f"override {option!r} is not KEY=VALUE")
+        parts = key.strip().split(".")
+        cfg = _replace_path(cfg, parts, text.strip(), key.strip(), cfg)
+    return cfg
+
+
+def _replace_path(obj, parts: list[str], text: str, key: str, root: Config):
+    names = {f.name for f in dataclasses.fields(obj)}
+    if parts[0] not in names:
+        raise KeyError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+    value = getattr(obj, parts[0])
+    if len(parts) == 1:
+        if dataclasses.is_dataclass(value):
+            raise KeyError(f"{key!r} is a group; set one of its fields, e.g. {key}."
+                           f"{dataclasses.fields(value)[0].name}=...")
+        return replace(obj, **{parts[0]: _parse_value(text, _field_types(type(obj))[parts[0]], key)})
+    if not dataclasses.is_dataclass(value):
+        if value is None:
+            raise KeyError(f"{'.'.join(parts[:1])!r} of this config is None; {key!r} cannot be set")
+        raise KeyError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+    return replace(obj, **{parts[0]: _replace_path(value, parts[1:], text, key, root)})

@@ -1,0 +1,239 @@
+"""Checkpoints: read MMAction2's (0.x and 1.x) and stdet's own, without running pickled code.
+
+A checkpoint is a torch pickle. Loading one with plain ``torch.load`` can execute any code the
+file names, so files are read with ``weights_only=True``; MMAction2 1.x checkpoints also carry
+training state (mmengine's ``HistoryBuffer`` objects, numpy scalars) that ``weights_only`` refuses,
+and those are read with :class:`_InertUnpickler`, which builds tensors, containers and numpy arrays
+and turns every other class into an inert placeholder that runs nothing.
+
+MMAction2 names its layers differently (mmcv's ``ConvModule`` wraps ``conv`` and ``bn``);
+:func:`convert_state_dict` maps them to stdet's names::
+
+    backbone.conv1.conv.weight                  -> backbone.stem.conv.weight
+    backbone.layer1.0.conv2.bn.running_mean     -> backbone.layer1.0.bn2.running_mean
+    backbone.layer1.0.downsample.conv.weight    -> backbone.layer1.0.downsample.0.weight
+    backbone.layer2.0.non_local_block.phi.0.conv.bias  -> backbone.layer2.0.non_local.phi.bias
+    backbone.slow_path.* / fast_path.*          -> backbone.slow.* / backbone.fast.*
+    backbone.slow_path.conv1_lateral.conv.weight  -> backbone.laterals.0.weight
+    backbone.slow_path.layer2_lateral.conv.weight -> backbone.laterals.2.weight
+    roi_head.bbox_head.fc_cls.*                 -> head.classifier.*
+    roi_head.shared_head.conv1.conv/bn.*        -> shared_head.conv1/bn1.*   (ACRN)
+
+A Kinetics recognizer checkpoint (``backbone.*`` and ``cls_head.*``) initialises the backbone; its
+classifier is reported as unused.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..data.errors import AVADataError
+from ..data.io import atomic_write_bytes
+from ..data.proposals import _ALLOWED_GLOBALS as _NUMPY_GLOBALS
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+class _Inert:
+    """Stands in for a class the checkpoint names but stdet does not trust; keeps what it was given."""
+
+    _qualname = "?"
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs, self.state = args, kwargs, None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<unloaded {self._qualname}>"
+
+
+def _allowed(module: str, name: str) -> bool:
+    if (module, name) in _NUMPY_GLOBALS or (module, name) == ("collections", "OrderedDict"):
+        return True
+    if module == "torch._utils" and name.startswith("_rebuild_"):
+        return True
+    if module == "torch" and (name.endswith("Storage") or name in ("Size", "device")
+                              or isinstance(getattr(torch, name, None), torch.dtype)):
+        return True
+    if module == "torch._tensor" and name == "_rebuild_from_type_v2":
+        return True
+    return module == "numpy" and name in ("dtype", "ndarray") or (
+        module.startswith("numpy.dtypes") and name.endswith("DType"))
+
+
+class _InertUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if _allowed(module, name):
+            return super().find_class(module, name)
+        return type(name, (_Inert,), {"_qualname": f"{module}.{name}"})
+
+
+class _InertPickleModule:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler never resolves untrusted globals."""
+
+    Unpickler = _InertUnpickler
+    load = staticmethod(lambda f, **kw: _InertUnpickler(f, **kw).load())
+    __name__ = "stdet_inert_pickle"
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The object saved in ``path`` (a dict for every checkpoint stdet reads), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise AVADataError(path, "checkpoint not found")
+    data = path.read_bytes()
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False,
+                             pickle_module=_InertPickleModule)
+        except Exception as e:
+            raise AVADataError(path, f"cannot read checkpoint: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise AVADataError(path, f"cannot read checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise AVADataError(path, f"expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def _state_dict_of(obj: dict, path: Path) -> dict[str, Tensor]:
+    """The weights of a checkpoint dict: under ``state_dict`` / ``model`` / ``module``, or the dict
+    itself; a ``module.`` prefix (DataParallel) is dropped."""
+    for key in ("state_dict", "model", "model_state", "module"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not state:
+        raise AVADataError(path, "no tensors found (expected a 'state_dict' of weights)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# MMAction2 names -> stdet names
+
+_RULES: list[tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
+    # SlowFast pathways and laterals
+    (r"^backbone\.slow_path\.conv1_lateral\.conv\.", "backbone.laterals.0."),
+    (r"^backbone\.slow_path\.layer(\d)_lateral\.conv\.", r"backbone.laterals.\1."),
+    (r"^backbone\.slow_path\.", "backbone.slow."),
+    (r"^backbone\.fast_path\.", "backbone.fast."),
+    # stems
+    (r"^backbone\.((?:slow\.|fast\.)?)conv1\.conv\.", r"backbone.\1stem.conv."),
+    (r"^backbone\.((?:slow\.|fast\.)?)conv1\.bn\.", r"backbone.\1stem.bn."),
+    # non-local blocks
+    (r"\.non_local_block\.(g|phi)\.0\.conv\.", r".non_local.\1."),
+    (r"\.non_local_block\.theta\.conv\.", ".non_local.theta."),
+    (r"\.non_local_block\.conv_out\.conv\.", ".non_local.out_conv."),
+    (r"\.non_local_block\.conv_out\.bn\.", ".non_local.out_bn."),
+    # blocks (and ACRN): convK.conv -> convK, convK.bn -> bnK
+    (r"\.downsample\.conv\.", ".downsample.0."),
+    (r"\.downsample\.bn\.", ".downsample.1."),
+    (r"\.conv(\d)\.conv\.", r".conv\1."),
+    (r"\.conv(\d)\.bn\.", r".bn\1."),
+    # RoI heads
+    (r"^roi_head\.bbox_head\.fc_cls\.", "head.classifier."),
+    (r"^roi_head\.shared_head\.", "shared_head."),
+]]
+
+
+def convert_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """MMAction2 detector/recognizer weights -> stdet ``ActionDetector`` names (stdet names pass
+    unchanged)."""
+    out = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in _RULES:
+            new = pattern.sub(repl, new)
+        out[new] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# loading into a model
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did: keys loaded, keys the model kept (missing), keys of the
+    file the model has no place for (unexpected), and shape mismatches (also not loaded)."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: loaded {len(self.loaded)} tensors"]
+        for title, keys in (("missing (kept the model's values)", self.missing),
+                            ("unexpected (not used)", self.unexpected),
+                            ("shape mismatch (not loaded)", self.mismatched)):
+            if keys:
+                lines.append(f"  {title}: {len(keys)}")
+                lines.extend(f"    {k}" for k in keys)
+        return "\n".join(lines)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Weights of an MMAction2 or stdet checkpoint, in stdet names."""
+    path = Path(path)
+    return convert_state_dict(_state_dict_of(read_checkpoint(path), path))
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> LoadReport:
+    """Load MMAction2 (0.x / 1.x detector or Kinetics recognizer) or stdet weights into ``model``.
+
+    ``model`` is an ``ActionDetector`` or a bare backbone (then only ``backbone.*`` keys are
+    used). Missing, unexpected and mismatched keys are reported by name; with ``strict=True`` any
+    of them raises ``KeyError`` after the report is built, before the model is touched.
+    """
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    if not any(k.startswith("backbone.") for k in own) and any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    report = LoadReport(str(path))
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    report.missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    report.loaded = sorted(usable)
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise KeyError(str(report))
+    model.load_state_dict(usable, strict=False)
+    return report
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, Tensor],
+                    meta: dict | None = None, **extra) -> None:
+    """Write ``{"state_dict", "meta", **extra}`` atomically (readable with ``weights_only=True``)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                "meta": dict(meta or {}), **extra}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, Tensor]:
+    """Read an MMAction2 checkpoint and write its weights in stdet names to ``dst``."""
+    state = load_state_dict_file(src)
+    save_checkpoint(dst, state, meta={"converted_from": str(src)})
+    return state

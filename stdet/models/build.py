@@ -1,0 +1,47 @@
+"""Build a model from its config with ordinary constructors (no registry)."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..configs import BackboneConfig, ModelConfig
+from .detector import ActionDetector
+from .heads import ACRNHead, BBoxHeadAVA
+from .roi_extractor import RoIExtractor3D
+from .slowfast import SlowFast, SlowOnly
+
+NO_NON_LOCAL = (0, 0, 0, 0)
+
+
+def build_backbone(cfg: BackboneConfig) -> SlowOnly | SlowFast:
+    if cfg.arch == "slowonly":
+        return SlowOnly(cfg.depth, cfg.base_channels, non_local=cfg.non_local or NO_NON_LOCAL,
+                        stage_blocks=cfg.stage_blocks, spatial_strides=cfg.spatial_strides)
+    if cfg.arch == "slowfast":
+        if cfg.non_local:
+            raise ValueError("non-local blocks are only built into SlowOnly backbones")
+        return SlowFast(cfg.depth, cfg.base_channels, resample_rate=cfg.resample_rate,
+                        speed_ratio=cfg.speed_ratio, channel_ratio=cfg.channel_ratio,
+                        fusion_kernel=cfg.fusion_kernel, stage_blocks=cfg.stage_blocks,
+                        spatial_strides=cfg.spatial_strides)
+    raise ValueError(f"backbone arch must be 'slowonly' or 'slowfast', got {cfg.arch!r}")
+
+
+def build_detector(cfg: ModelConfig) -> ActionDetector:
+    """Backbone, RoI extractor, optional shared head and BBoxHeadAVA for ``cfg``."""
+    backbone = build_backbone(cfg.backbone)
+    head_cfg = cfg.head
+    channels = backbone.feature_channels                 # 2048, or 2048 + 256 for SlowFast
+    roi_channels = channels * (2 if head_cfg.with_global else 1)
+    extractor = RoIExtractor3D(head_cfg.roi_size, 1 / 16, head_cfg.temporal_pool,
+                               head_cfg.with_global)
+    shared_head: nn.Module | None = None
+    if head_cfg.shared_head == "acrn":
+        shared_head = ACRNHead(2 * roi_channels, roi_channels)
+    elif head_cfg.shared_head == "lfb":
+        raise NotImplementedError("LFB heads are built by the long-term feature bank module")
+    elif head_cfg.shared_head != "none":
+        raise ValueError(f"shared_head must be 'none', 'acrn' or 'lfb', got {head_cfg.shared_head!r}")
+    head = BBoxHeadAVA(roi_channels, head_cfg.num_classes, head_cfg.dropout)
+    return ActionDetector(backbone, extractor, head, shared_head, num_rois=head_cfg.num_rois,
+                          pos_iou=head_cfg.pos_iou, focal_alpha=head_cfg.focal_alpha,
+                          focal_gamma=head_cfg.focal_gamma, topk=head_cfg.topk)
