@@ -46,7 +46,66 @@ def run_mini_ava(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_mini_ava_parser,)
+def add_zoo_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "zoo", help="list the model zoo: settings, published mAP, parameters, GFLOPs",
+        description="Print every zoo config with its settings and published frame-mAP, and the "
+                    "parameters and GFLOPs (multiply-adds) of its model at the test input.")
+    p.add_argument("--scale", choices=("full", "mini"), default="full",
+                   help="full-size AVA models (default) or their mini-AVA counterparts")
+    p.add_argument("--filter", default="", help="only configs whose name contains this text")
+    p.add_argument("--no-complexity", action="store_true", help="skip parameter/FLOP counts")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    p.set_defaults(run=run_zoo)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import zoo
+    from .data.io import atomic_write_text
+
+    df = zoo.table(args.scale, complexity=not args.no_complexity, contains=args.filter)
+    if args.csv:
+        atomic_write_text(args.csv, df.to_csv(index=False))
+    with pd.option_context("display.width", 250, "display.max_columns", None,
+                           "display.max_colwidth", 100):
+        print(df.to_string(index=False))
+    return 0
+
+
+def add_convert_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="convert an MMAction2 checkpoint to stdet's names",
+        description="Read an MMAction2 0.x/1.x detector or Kinetics recognizer checkpoint without "
+                    "executing pickled code, rename its weights to stdet's modules and write "
+                    "OUT (a torch file readable with weights_only=True).")
+    p.add_argument("checkpoint", help="MMAction2 .pth file")
+    p.add_argument("out", help="output .pth file")
+    p.add_argument("--config", help="zoo config to check the weights against (reports missing "
+                                    "and unexpected keys by name)")
+    p.set_defaults(run=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import convert_checkpoint, load_checkpoint
+
+    if args.config:
+        from . import zoo
+        from .models import build_detector
+
+        model = build_detector(zoo.get(args.config).model)
+        report = load_checkpoint(model, args.checkpoint)
+        print(report)
+        if report.mismatched:
+            print("convert: shapes do not match the config; nothing written", file=sys.stderr)
+            return 1
+    state = convert_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {len(state)} tensors to {args.out}")
+    return 0
+
+
+COMMANDS = (add_mini_ava_parser, add_zoo_parser, add_convert_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

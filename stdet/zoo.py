@@ -225,3 +225,89 @@ def get(name: str, scale: str = "full") -> Config:
     if scale == "mini":
         return mini(ZOO[name])
     raise ValueError(f"scale must be 'full' or 'mini', got {scale!r}")
+
+
+def describe_backbone(cfg: Config) -> str:
+    """e.g. "SlowFast R50 (τ4 α4 k7)", "SlowOnly R50 + NL"."""
+    bb = cfg.model.backbone
+    arch = {"slowonly": "SlowOnly", "slowfast": "SlowFast"}[bb.arch]
+    text = f"{arch} R{bb.depth}"
+    if bb.stage_blocks:
+        text = f"{arch} {'-'.join(map(str, bb.stage_blocks))}x{bb.base_channels}"
+    if bb.arch == "slowfast":
+        text += f" (τ{bb.resample_rate} α{bb.speed_ratio} k{bb.fusion_kernel})"
+    if bb.non_local:
+        text += " + NL"
+    return text
+
+
+def describe_head(cfg: Config) -> str:
+    """What the RoI head adds to the plain RoIAlign + linear head."""
+    head, parts = cfg.model.head, []
+    if head.temporal_pool == "max":
+        parts.append("temporal max")
+    if head.with_global:
+        parts.append("global context")
+    if head.shared_head == "acrn":
+        parts.append("ACRN")
+    if cfg.model.lfb is not None:
+        parts.append(f"LFB {cfg.model.lfb.fbo}")
+    if head.focal_gamma or head.focal_alpha != 1:
+        parts.append(f"focal α{head.focal_alpha:g} γ{head.focal_gamma:g}")
+    if cfg.data.custom_classes:
+        parts.append(f"{len(cfg.data.custom_classes)} custom classes")
+    return ", ".join(parts) or "-"
+
+
+def test_clip_shape(cfg: Config) -> tuple[int, int, int, int]:
+    """The input the zoo table is measured at: one test clip with the short side at
+    ``data.test_scale`` and a 4:3 frame, ``(3, clip_len, H, W)``."""
+    h = cfg.data.test_scale
+    return (3, cfg.data.clip_len, h, round(h * 4 / 3))
+
+
+test_clip_shape.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def table(scale: str = "full", complexity: bool = True, contains: str = ""):
+    """The zoo as a ``pandas.DataFrame``, one row per config (whose name has ``contains``):
+    settings, published mAP, and (with ``complexity``) parameters in millions and GFLOPs
+    (multiply-adds) at :func:`test_clip_shape`. LFB configs have no count here: their head needs
+    a feature bank."""
+    import pandas as pd
+
+    from .models.complexity import model_complexity
+
+    rows = []
+    for name in (n for n in names() if contains in n):
+        cfg = get(name, scale)
+        schedule = cfg.schedule
+        if schedule.policy == "step":
+            sched = f"step {','.join(map(str, schedule.milestones))}"
+        else:
+            sched = "cosine"
+        row = {
+            "config": cfg.name,
+            "AVA": cfg.data.version,
+            "backbone": describe_backbone(cfg),
+            "input": f"{cfg.data.clip_len}x{cfg.data.frame_interval}",
+            "head": describe_head(cfg),
+            "pretrain": cfg.published.pretrain,
+            "GPUs": cfg.published.gpus,
+            "batch/GPU": cfg.optim.batch_per_gpu,
+            "lr": cfg.optim.lr,
+            "epochs": schedule.epochs,
+            "schedule": sched,
+            "mAP": cfg.published.map,
+        }
+        if complexity:
+            shape = test_clip_shape(cfg)
+            try:
+                stats = model_complexity(cfg.model, shape)
+                row["params (M)"] = round(stats["params"] / 1e6, 2)
+                row["GFLOPs"] = round(stats["gflops"], 1)
+            except NotImplementedError:
+                row["params (M)"] = row["GFLOPs"] = float("nan")
+            row["test input"] = "x".join(map(str, shape[1:]))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -2,7 +2,8 @@
 
 For each training clip (Fast R-CNN style, as in MMAction2's AVA configs):
 
-1. the ground-truth boxes are added to the proposals (so every person is seen at least once);
+1. the ground-truth boxes are added to the proposals (so every person is seen at least once),
+   each with its own labels;
 2. a proposal is *positive* when its IoU with some ground-truth box is >= ``pos_iou`` (0.9) and
    takes that box's labels (the best-overlapping one); every ground-truth box also claims the
    proposals that overlap it most, if that overlap reaches ``pos_iou``;
@@ -50,8 +51,11 @@ def sample_rois(proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_rois
                 ) -> tuple[Tensor, Tensor]:
     """Training RoIs of one clip: ``(n, 4)`` boxes and ``(n, C)`` labels, positives first,
     ``n = min(num_rois, P + G)``."""
-    boxes = torch.cat([gt_boxes.to(proposals.dtype), proposals])
-    labels = assign_labels(boxes, gt_boxes.to(proposals.dtype), gt_labels, pos_iou)
+    gt_boxes = gt_boxes.to(proposals.dtype)
+    boxes = torch.cat([gt_boxes, proposals])
+    # as mmdet's add_gt_as_proposals: the proposals are matched among themselves (a ground-truth
+    # box would otherwise be every box's best match) and each added box keeps its own labels
+    labels = torch.cat([gt_labels, assign_labels(proposals, gt_boxes, gt_labels, pos_iou)])
     positive = labels.sum(dim=1) > 0
     pos_idx, neg_idx = torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten()
 
