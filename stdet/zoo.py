@@ -53,13 +53,6 @@ def _build_zoo() -> dict[str, Config]:
         published=Published(map=20.1, gpus="8", pretrained=K400_SLOWONLY_R50_4x16,
                             checkpoint=_ckpt("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb",
                                              "20201217-40061d5f"))))
-    add(replace(slowonly, name="slowonly_omnisource_pretrained_r50_4x16x1_20e_ava_rgb",
-                published=Published(
-                    map=21.8, gpus="8", pretrain="OmniSource",
-                    pretrained=f"{DL}/recognition/slowonly/omni/"
-                               "slowonly_r50_omni_4x16x1_kinetics400_rgb_20200926-51b1f7ea.pth",
-                    checkpoint=_ckpt("slowonly_omnisource_pretrained_r50_4x16x1_20e_ava_rgb",
-                                     "20201217-0c6d2e98"))))
 
     # Non-local: 10 epochs, nesterov, wd 1e-6, steps at 4/6/8, 800-iteration warmup from 0.01 lr.
     nl_backbone = BackboneConfig("slowonly", depth=50, non_local=NON_LOCAL_R50)
@@ -101,13 +94,15 @@ def _build_zoo() -> dict[str, Config]:
                        "slowonly_r101_without_omni_8x8x1_kinetics400_rgb_20200926-0c730aef.pth",
             checkpoint=_ckpt("slowonly_kinetics_pretrained_r101_8x8x1_20e_ava_rgb",
                              "20201217-1c9b4117"))))
-    add(replace(r101, name="slowonly_omnisource_pretrained_r101_8x8x1_20e_ava_rgb",
-                published=Published(
-                    map=25.9, gpus="8x2", pretrain="OmniSource",
-                    pretrained=f"{DL}/recognition/slowonly/omni/"
-                               "slowonly_r101_omni_8x8x1_kinetics400_rgb_20200926-b5dbb701.pth",
-                    checkpoint=_ckpt("slowonly_omnisource_pretrained_r101_8x8x1_20e_ava_rgb",
-                                     "20201217-16378594"))))
+
+    # OmniSource-pretrained twins: same model and schedule, another backbone initialisation
+    for base, omni, map_, stamp in (
+            (slowonly, "r50_omni_4x16x1_kinetics400_rgb_20200926-51b1f7ea", 21.8, "20201217-0c6d2e98"),
+            (r101, "r101_omni_8x8x1_kinetics400_rgb_20200926-b5dbb701", 25.9, "20201217-16378594")):
+        name = base.name.replace("_kinetics_", "_omnisource_")
+        add(replace(base, name=name, published=replace(
+            base.published, map=map_, pretrain="OmniSource", checkpoint=_ckpt(name, stamp),
+            pretrained=f"{DL}/recognition/slowonly/omni/slowonly_{omni}.pth")))
 
     # ---- SlowFast R50, AVA 2.1: 32x2 clips ---------------------------------------------------
     sf_4x16 = BackboneConfig("slowfast", depth=50, resample_rate=8, speed_ratio=8, fusion_kernel=5)
@@ -207,7 +202,7 @@ LFB_BANK_BACKBONE = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"
 
 
 def names() -> list[str]:
-    """Every zoo config name, in the order of the published tables."""
+    """Every zoo config name, grouped by family (SlowOnly, SlowFast, AVA 2.2, LFB, custom classes)."""
     return list(ZOO)
 
 
