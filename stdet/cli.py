@@ -65,7 +65,8 @@ def run_zoo(args: argparse.Namespace) -> int:
     from . import zoo
     from .data.io import atomic_write_text
 
-    df = zoo.table(args.scale, complexity=not args.no_complexity, contains=args.filter)
+    df = zoo.table(args.scale, complexity=not args.no_complexity, contains=args.filter,
+                   progress=True)
     if args.csv:
         atomic_write_text(args.csv, df.to_csv(index=False))
     with pd.option_context("display.width", 250, "display.max_columns", None,

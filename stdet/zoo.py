@@ -264,17 +264,20 @@ def test_clip_shape(cfg: Config) -> tuple[int, int, int, int]:
 test_clip_shape.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-def table(scale: str = "full", complexity: bool = True, contains: str = ""):
+def table(scale: str = "full", complexity: bool = True, contains: str = "", progress: bool = False):
     """The zoo as a ``pandas.DataFrame``, one row per config (whose name has ``contains``):
     settings, published mAP, and (with ``complexity``) parameters in millions and GFLOPs
     (multiply-adds) at :func:`test_clip_shape`. LFB configs have no count here: their head needs
-    a feature bank."""
+    a feature bank. ``progress`` shows a progress bar while the models are measured."""
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from .models.complexity import model_complexity
 
     rows = []
-    for name in (n for n in names() if contains in n):
+    selected = [n for n in names() if contains in n]
+    for name in tqdm(selected, desc="measuring models", disable=not (progress and complexity),
+                     leave=False):
         cfg = get(name, scale)
         schedule = cfg.schedule
         if schedule.policy == "step":
