@@ -46,6 +46,9 @@ class _Inert:
     """Stands in for a class the checkpoint names but stdet does not trust; keeps what it was given."""
 
     _qualname = "?"
+    args: tuple = ()
+    kwargs: dict = {}
+    state = None
 
     def __init__(self, *args, **kwargs) -> None:
         self.args, self.kwargs, self.state = args, kwargs, None
