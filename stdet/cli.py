@@ -106,7 +106,42 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_mini_ava_parser, add_zoo_parser, add_convert_parser)
+def add_eval_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="frame-mAP of a results CSV against AVA ground truth",
+        description="Frame-AP@0.5 per class and the means, from a results CSV "
+                    "(video_id,timestamp,x1,y1,x2,y2,action_id,score) and the ground-truth CSV.")
+    p.add_argument("--gt", required=True, help="ground-truth CSV (e.g. ava_val_v2.2.csv)")
+    p.add_argument("--pred", required=True, help="results CSV")
+    p.add_argument("--label-map", required=True, help="label map pbtxt of the evaluated classes")
+    p.add_argument("--exclude", help="excluded timestamps CSV")
+    p.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet",
+                   help="activitynet (official, default) or mmaction2 (MMAction2 1.x ava_eval)")
+    p.add_argument("--custom-classes", help="comma-separated class ids to evaluate, e.g. 3,6,10")
+    p.add_argument("--json", metavar="OUT", help="write mAP, per-class AP and group means as JSON")
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    custom = None
+    if args.custom_classes:
+        try:
+            custom = [int(c) for c in args.custom_classes.split(",") if c.strip()]
+        except ValueError:
+            raise SystemExit(f"eval: --custom-classes must be integers, got {args.custom_classes!r}")
+    result = evaluate(args.gt, args.pred, args.label_map, exclude=args.exclude,
+                      protocol=args.protocol, custom_classes=custom)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(result.table())
+    if args.json:
+        result.write_json(args.json)
+    return 0
+
+
+COMMANDS = (add_mini_ava_parser, add_zoo_parser, add_convert_parser, add_eval_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    from .data.errors import AVADataError
+
+    try:
+        return args.run(args)
+    except AVADataError as e:  # bad input: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""Reading AVA box CSVs fast: ground truth and results, as numpy arrays.
+
+Both files have rows ``video_id,timestamp,x1,y1,x2,y2,action_id[,score or person id]`` with
+normalised boxes. Results files have tens of millions of rows (AVA val with all 80 classes scored
+is about 23 M), so they are parsed by pandas' C reader in chunks, each chunk checked with vectorized
+tests; only when a chunk fails is it re-read line by line to name the offending line. Video ids
+become small integer codes shared by every file of one evaluation (:class:`FrameKeys`), and a
+keyframe becomes one int64 key.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.errors import AVADataError
+
+COLUMNS = ["video", "timestamp", "x1", "y1", "x2", "y2", "action", "extra"]
+_TS_BITS = 21  # timestamps below 2**21 s (AVA uses 902..1798)
+CHUNK_ROWS = 1 << 21
+
+
+class FrameKeys:
+    """Maps ``(video_id, timestamp)`` to one int64 key; the video vocabulary is shared by the files
+    of an evaluation."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def video_codes(self, videos: pd.Categorical) -> np.ndarray:
+        """Codes of a categorical column of video ids (new ids get new codes)."""
+        lookup = np.array([self.codes.setdefault(v, len(self.codes)) for v in videos.categories],
+                          dtype=np.int64)
+        return lookup[videos.codes] if len(lookup) else np.zeros(len(videos), np.int64)
+
+    def key(self, video: str, timestamp: int) -> int | None:
+        """The key of one keyframe; ``None`` for a video no file has mentioned."""
+        code = self.codes.get(video)
+        return None if code is None else (code << _TS_BITS) | int(timestamp)
+
+    def decode(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(video ids, timestamps)`` of int64 keys."""
+        names = np.array(sorted(self.codes, key=self.codes.get), dtype=object)
+        return names[keys >> _TS_BITS], keys & ((1 << _TS_BITS) - 1)
+
+
+@dataclass
+class BoxTable:
+    """Rows of one CSV: ``frame`` keys, ``boxes (N, 4)`` as x1, y1, x2, y2, ``labels``, ``scores``
+    (1.0 for a file without a score column, as the reference readers do) and ``order``, the
+    0-based row index in the file (used to break score ties by file order)."""
+
+    frame: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    order: np.ndarray
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def take(self, index: np.ndarray) -> "BoxTable":
+        return BoxTable(self.frame[index], self.boxes[index], self.labels[index], self.scores[index],
+                        self.order[index], self.path, self.warnings)
+
+    @classmethod
+    def empty(cls, path: Path | None = None) -> "BoxTable":
+        return cls(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0),
+                   np.zeros(0, np.int64), path)
+
+
+def _count_columns(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if row:
+                return len(row)
+    return 0
+
+
+def _locate_error(path: Path, ncols: int, first_line: int, last_line: int, score: bool) -> AVADataError:
+    """Re-read lines ``first_line..last_line`` (1-based) one by one and describe the first bad one."""
+    names = COLUMNS[:7] + ["score" if score else "person_id"]
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if lineno < first_line:
+                continue
+            if lineno > last_line:
+                break
+            if len(row) != ncols:
+                return AVADataError(path, f"expected {ncols} columns like the first row, got "
+                                    f"{len(row)}", line=lineno)
+            for name, value in zip(names[1:], row[1:]):
+                integer = name in ("timestamp", "action")
+                try:
+                    number = int(value) if integer else float(value)
+                except ValueError:
+                    kind = "an integer" if integer else "a number"
+                    return AVADataError(path, f"{name} must be {kind}, got {value!r}", line=lineno)
+                if not np.isfinite(number):
+                    return AVADataError(path, f"{name} is not finite: {value!r}", line=lineno)
+    return AVADataError(path, f"cannot parse lines {first_line}-{last_line}")
+
+
+def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool) -> BoxTable:
+    """Read a ground-truth (``scores=False``: an 8th column is the person id and is ignored) or a
+    results CSV (``scores=True``: the 8th column is the score; 1.0 without it).
+
+    Raises :class:`AVADataError` naming the file and line of a row with the wrong column count, a
+    non-numeric field, a timestamp outside ``0..2**21``, a ground-truth box with ``x2 < x1`` or
+    ``y2 < y1``. Boxes outside ``[0, 1]`` and result boxes with ``x2 < x1`` are tolerated, as the
+    reference evaluators do, and counted in ``warnings``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AVADataError(path, "file not found")
+    ncols = _count_columns(path)
+    if ncols == 0:
+        return BoxTable.empty(path)
+    if ncols not in (7, 8):
+        raise AVADataError(path, f"expected 7 or 8 columns, got {ncols}", line=1)
+    names = COLUMNS[:ncols]
+    dtypes = {"video": "category", "timestamp": np.int64, "x1": np.float64, "y1": np.float64,
+              "x2": np.float64, "y2": np.float64, "action": np.int64, "extra": np.float64}
+    parts: list[BoxTable] = []
+    warnings: dict[str, int] = {}
+    first_line = 1
+    try:
+        reader = pd.read_csv(path, header=None, names=names, dtype={n: dtypes[n] for n in names},
+                             chunksize=CHUNK_ROWS, engine="c",
+                             skip_blank_lines=True, na_filter=True)
+        chunks = iter(reader)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except (ValueError, pd.errors.ParserError):
+                raise _locate_error(path, ncols, first_line, first_line + CHUNK_ROWS + 64,
+                                    scores) from None
+            last_line = first_line + len(chunk) - 1
+            parts.append(_check_chunk(chunk, path, keys, ncols, scores, first_line, last_line,
+                                      warnings, len(parts) * CHUNK_ROWS))
+            first_line = last_line + 1
+    except pd.errors.EmptyDataError:
+        return BoxTable.empty(path)
+    table = BoxTable(*(np.concatenate([getattr(p, f) for p in parts])
+                       for f in ("frame", "boxes", "labels", "scores", "order")), path=path)
+    table.warnings = [f"{path}: {n} {what}" for what, n in warnings.items()]
+    return table
+
+
+def _count(warnings: dict[str, int], what: str, n: int) -> None:
+    warnings[what] = warnings.get(what, 0) + n
+
+
+def _check_chunk(chunk: pd.DataFrame, path: Path, keys: FrameKeys, ncols: int, scores: bool,
+                 first_line: int, last_line: int, warnings: dict[str, int], offset: int) -> BoxTable:
+    numeric = chunk[[c for c in COLUMNS[2:6]]].to_numpy(np.float64)
+    score = (chunk["extra"].to_numpy(np.float64) if (scores and ncols == 8)
+             else np.ones(len(chunk)))
+    bad = ~np.isfinite(numeric).all(axis=1) | ~np.isfinite(score) | chunk["video"].isna().to_numpy()
+    if bad.any():  # an empty field (NaN) or a short row
+        raise _locate_error(path, ncols, first_line, last_line, scores)
+    timestamps = chunk["timestamp"].to_numpy(np.int64)
+    out_of_range = (timestamps < 0) | (timestamps >= 1 << _TS_BITS)
+    if out_of_range.any():
+        i = int(np.argmax(out_of_range))
+        raise AVADataError(path, f"timestamp {timestamps[i]} is outside 0..{(1 << _TS_BITS) - 1}",
+                           line=first_line + i)
+    x1, y1, x2, y2 = numeric.T
+    flipped = (x2 < x1) | (y2 < y1)
+    if flipped.any():
+        if not scores:
+            i = int(np.argmax(flipped))
+            raise AVADataError(path, f"box has x2 < x1 or y2 < y1: {numeric[i].tolist()}",
+                               line=first_line + i)
+        _count(warnings, "boxes with x2 < x1 or y2 < y1 (ActivityNet's protocol drops them)",
+               int(flipped.sum()))
+    outside = ((numeric < 0) | (numeric > 1)).any(axis=1)
+    if outside.any():
+        _count(warnings, "boxes outside [0, 1] (used as they are)", int(outside.sum()))
+    codes = keys.video_codes(chunk["video"].array)
+    return BoxTable((codes << _TS_BITS) | timestamps, numeric,
+                    chunk["action"].to_numpy(np.int64), score,
+                    np.arange(offset, offset + len(chunk), dtype=np.int64))

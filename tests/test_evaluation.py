@@ -1,0 +1,301 @@
+"""Frame-AP: hand-computed cases for every rule of both protocols, bad input, the CLI, and the
+vectorized matching against a plain loop."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stdet.cli import main
+from stdet.data.errors import AVADataError
+from stdet.evaluation import evaluate
+from stdet.evaluation.frame_ap import _pairwise_iou, match_detections
+from stdet.evaluation.io import BoxTable, FrameKeys, read_box_csv
+
+LABELS = {1: "bend/bow (at the waist)", 12: "stand", 17: "carry/hold (an object)", 80: "watch (a person)"}
+A = (0.1, 0.1, 0.5, 0.5)          # a ground-truth box
+B = (0.5, 0.5, 0.9, 0.9)          # another, disjoint from A
+A_08 = (0.1, 0.1, 0.5, 0.45)      # IoU 0.875 with A
+A_06 = (0.1, 0.1, 0.5, 0.35)      # IoU 0.625 with A
+A_04 = (0.1, 0.1, 0.3, 0.42)      # IoU 0.4 with A
+
+
+def write_case(tmp_path, gt_rows, pred_rows, excluded=(), labels=LABELS):
+    lm = tmp_path / "labels.pbtxt"
+    lm.write_text("".join(f'item {{\n  name: "{n}"\n  id: {i}\n}}\n' for i, n in labels.items()))
+    gt = tmp_path / "gt.csv"
+    gt.write_text("".join(f"{v},{t:04d},{b[0]},{b[1]},{b[2]},{b[3]},{a},{p}\n"
+                          for p, (v, t, b, a) in enumerate(gt_rows)))
+    pred = tmp_path / "pred.csv"
+    pred.write_text("".join(f"{v},{t},{b[0]},{b[1]},{b[2]},{b[3]},{a},{s}\n"
+                            for v, t, b, a, s in pred_rows))
+    ex = tmp_path / "excluded.csv"
+    ex.write_text("".join(f"{v},{t:04d}\n" for v, t in excluded))
+    return dict(gt=gt, pred=pred, label_map=lm, exclude=ex)
+
+
+def ap_of(result, class_id):
+    return float(result.per_class.set_index("class_id").loc[class_id, "ap"])
+
+
+# ---- matching -----------------------------------------------------------------------------------
+
+def test_greedy_matching_in_score_order(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 12)], [
+        ("v", 902, A_08, 12, 0.9),   # TP (A)
+        ("v", 902, A_06, 12, 0.8),   # A already matched: FP
+        ("v", 902, B, 12, 0.7),      # TP (B)
+    ])
+    for protocol in ("activitynet", "mmaction2"):
+        r = evaluate(**files, protocol=protocol)
+        # precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> envelope 1, 2/3, 2/3
+        assert ap_of(r, 12) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+        curve = r.curves[12]
+        np.testing.assert_allclose(curve.precision, [1, 0.5, 2 / 3])
+        np.testing.assert_allclose(curve.recall, [0.5, 0.5, 1])
+
+
+def test_detection_is_compared_with_its_highest_iou_box_only(tmp_path):
+    # the second detection overlaps both boxes; its best one is taken by the first detection, so
+    # it is a false positive although the other box is still free
+    box = (0.1, 0.1, 0.5, 0.5)
+    right = (0.2, 0.1, 0.6, 0.5)        # IoU with box 0.6
+    between = (0.17, 0.1, 0.57, 0.5)    # IoU 0.70 with box, 0.86 with right
+    gt = [("v", 902, box, 12), ("v", 902, right, 12)]
+    iou = _pairwise_iou(np.array([between, between]), np.array([box, right]), float32=False)
+    assert iou[1] > iou[0] >= 0.5
+    files = write_case(tmp_path, gt, [("v", 902, right, 12, 0.9), ("v", 902, between, 12, 0.8)])
+    r = evaluate(**files)
+    np.testing.assert_allclose(r.curves[12].precision, [1, 0.5])
+    assert ap_of(r, 12) == pytest.approx(0.5)
+
+
+def test_below_threshold_and_duplicates_are_false_positives(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12)], [
+        ("v", 902, A_04, 12, 0.95),      # IoU 0.4: FP
+        ("v", 902, A, 12, 0.9),          # TP
+        ("v", 902, A, 12, 0.85),         # duplicate row: FP
+    ])
+    r = evaluate(**files)
+    np.testing.assert_allclose(r.curves[12].precision, [0, 0.5, 1 / 3])
+    assert ap_of(r, 12) == pytest.approx(0.5)
+
+
+def test_classes_are_matched_separately_and_outside_the_label_map_ignored(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, A, 33)], [
+        ("v", 902, A, 17, 0.99),         # right box, wrong class: FP for 17 (17 has no GT -> NaN)
+        ("v", 902, A, 33, 0.98),         # 33 is not in the label map: ignored
+        ("v", 902, A, 12, 0.5),
+    ])
+    r = evaluate(**files)
+    assert ap_of(r, 12) == 1.0 and math.isnan(ap_of(r, 17))
+    assert 33 not in set(r.per_class["class_id"])
+    assert r.per_class.set_index("class_id").loc[17, "num_det"] == 1
+
+
+# ---- per-protocol rules ---------------------------------------------------------------------------
+
+def test_fifty_detections_per_keyframe(tmp_path):
+    # 50 false positives score above the one true positive of the keyframe
+    preds = [("v", 902, B, 1, 0.9 - i / 1000) for i in range(50)] + [("v", 902, A, 12, 0.1)]
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 80)], preds)
+    an = evaluate(**files, protocol="activitynet")
+    mm = evaluate(**files, protocol="mmaction2")
+    assert ap_of(an, 12) == 0.0                  # the 51st detection was dropped
+    assert ap_of(mm, 12) == 1.0                  # MMAction2 keeps every detection
+    assert an.per_class.set_index("class_id").loc[12, "num_det"] == 0
+
+
+def test_keyframes_without_ground_truth(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12)], [
+        ("v", 903, A, 12, 0.9),          # keyframe 903 has no ground truth
+        ("v", 902, A, 12, 0.8),
+    ])
+    assert ap_of(evaluate(**files, protocol="activitynet"), 12) == pytest.approx(0.5)
+    assert ap_of(evaluate(**files, protocol="mmaction2"), 12) == 1.0
+
+
+def test_excluded_keyframes(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 904, A, 12)], [
+        ("v", 902, A, 12, 0.9),
+        ("v", 904, A, 12, 0.95),         # excluded: ignored
+        ("v", 905, A, 12, 0.99),         # no ground truth, excluded: not a false positive
+    ], excluded=[("v", 904), ("v", 905)])
+    an = evaluate(**files, protocol="activitynet")
+    mm = evaluate(**files, protocol="mmaction2")
+    assert ap_of(an, 12) == 1.0 and an.per_class.set_index("class_id").loc[12, "num_gt"] == 1
+    # MMAction2 counts the excluded keyframe's ground truth: recall stops at 1/2
+    assert ap_of(mm, 12) == 0.5 and mm.per_class.set_index("class_id").loc[12, "num_gt"] == 2
+
+
+def test_class_without_detections_and_class_without_ground_truth(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 80)], [
+        ("v", 902, A, 12, 0.9), ("v", 902, B, 17, 0.5)])
+    an = evaluate(**files, protocol="activitynet")
+    mm = evaluate(**files, protocol="mmaction2")
+    assert ap_of(an, 80) == 0.0 and an.map == pytest.approx(0.5)       # (1 + 0) / 2
+    assert math.isnan(ap_of(mm, 80)) and mm.map == 1.0                  # 80 left out
+    for r in (an, mm):
+        assert math.isnan(ap_of(r, 17)) and math.isnan(ap_of(r, 1))
+    assert an.group_map["person_movement"] == 1.0 and an.group_map["person_interaction"] == 0.0
+    assert math.isnan(an.group_map["object_manipulation"])
+
+
+def test_flipped_result_boxes(tmp_path):
+    flipped = (0.5, 0.1, 0.1, 0.5)       # x2 < x1
+    files = write_case(tmp_path, [("v", 902, A, 12)], [("v", 902, flipped, 12, 0.9), ("v", 902, A, 12, 0.8)])
+    an = evaluate(**files, protocol="activitynet")
+    mm = evaluate(**files, protocol="mmaction2")
+    assert ap_of(an, 12) == 1.0                   # dropped
+    assert ap_of(mm, 12) == pytest.approx(0.5)    # kept: a false positive
+    assert any("x2 < x1" in w for w in an.warnings)
+
+
+def test_ties_follow_file_order(tmp_path):
+    gt = [("v", 902, A, 12), ("v", 903, A, 12)]
+    tp, fp = ("v", 902, A, 12, 0.5), ("v", 903, B, 12, 0.5)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = evaluate(**write_case(tmp_path / "a", gt, [tp, fp]))
+    second = evaluate(**write_case(tmp_path / "b", gt, [fp, tp]))
+    assert ap_of(first, 12) == pytest.approx(0.5)            # TP ranked first
+    assert ap_of(second, 12) == pytest.approx(0.25)          # FP ranked first: 1/2 * 1/2
+
+
+def test_empty_prediction_file(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 80)], [])
+    an = evaluate(**files)
+    assert ap_of(an, 12) == 0.0 and ap_of(an, 80) == 0.0 and an.map == 0.0
+    mm = evaluate(**files, protocol="mmaction2")
+    assert math.isnan(mm.map)
+
+
+def test_custom_classes(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 80)], [("v", 902, A, 12, 0.9)])
+    r = evaluate(**files, custom_classes=[12, 17])
+    assert list(r.per_class["class_id"]) == [12, 17] and r.map == 1.0
+    with pytest.raises(AVADataError, match="not in the label map"):
+        evaluate(**files, custom_classes=[12, 53])
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, message", [
+    ("v,903,0.1,0.1,0.5,0.5,12", "expected 8 columns"),
+    ("v,903,0.1,0.1,0.5,0.5,12,0.3,9", "expected 8 columns"),
+    ("v,903,0.1,zero,0.5,0.5,12,0.3", "y1 must be a number"),
+    ("v,9x3,0.1,0.1,0.5,0.5,12,0.3", "timestamp must be an integer"),
+    ("v,903,0.1,0.1,0.5,0.5,12,", "score"),
+])
+def test_bad_result_rows_name_file_and_line(tmp_path, line, message):
+    files = write_case(tmp_path, [("v", 902, A, 12)], [("v", 902, A, 12, 0.9)] * 2)
+    with open(files["pred"], "a") as f:
+        f.write(line + "\n")
+    with pytest.raises(AVADataError, match=message) as info:
+        evaluate(**files)
+    assert f"{files['pred']}:3" in str(info.value)
+
+
+def test_ground_truth_box_with_x2_below_x1_is_an_error(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, (0.5, 0.1, 0.1, 0.5), 12)], [])
+    with pytest.raises(AVADataError, match=r"gt.csv:2.*x2 < x1"):
+        evaluate(**files)
+
+
+def test_tolerated_input_is_counted(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12)],
+                       [("v", 902, (0.1, 0.1, 0.5, 1.02), 12, 0.9), ("v", 902, (-0.01, 0.1, 0.5, 0.5), 12, 0.8)],
+                       excluded=[("ghost", 902)])
+    r = evaluate(**files)
+    assert any("2 boxes outside [0, 1]" in w for w in r.warnings)
+    assert any("not in the ground truth" in w and "ghost" in w for w in r.warnings)
+
+
+def test_missing_file(tmp_path):
+    files = write_case(tmp_path, [("v", 902, A, 12)], [])
+    with pytest.raises(AVADataError, match="file not found"):
+        evaluate(**{**files, "pred": tmp_path / "nope.csv"})
+
+
+def test_seven_column_results_score_one(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("v,902,0.1,0.1,0.5,0.5,12\n")
+    table = read_box_csv(path, FrameKeys(), scores=True)
+    assert table.scores.tolist() == [1.0]
+
+
+# ---- CLI --------------------------------------------------------------------------------------------
+
+def test_cli_prints_table_and_writes_json(tmp_path, capsys):
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 80)], [("v", 902, A, 12, 0.9)])
+    out = tmp_path / "out.json"
+    assert main(["eval", "--gt", str(files["gt"]), "--pred", str(files["pred"]), "--label-map",
+                 str(files["label_map"]), "--exclude", str(files["exclude"]), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mAP@0.5IoU (activitynet): 50.00" in text and "stand" in text
+    data = json.loads(out.read_text())
+    assert data == {"mAP": 0.5, "per_class_ap": {"1": None, "12": 1.0, "17": None, "80": 0.0},
+                    "person_movement": 1.0, "object_manipulation": None,
+                    "person_interaction": 0.0, "protocol": "activitynet"}
+    assert main(["eval", "--gt", str(files["gt"]), "--pred", str(files["pred"]), "--label-map",
+                 str(files["label_map"]), "--protocol", "mmaction2", "--custom-classes", "12,80",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["per_class_ap"] == {"12": 1.0, "80": None}
+    assert main(["eval", "--gt", str(tmp_path / "nope.csv"), "--pred", str(files["pred"]),
+                 "--label-map", str(files["label_map"])]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+# ---- the vectorized matching against a loop --------------------------------------------------------
+
+def _loop_reference(det, gt, float32):
+    """Per keyframe and class, in processing order: best-IoU box, first claim wins."""
+    tp = np.zeros(len(det), bool)
+    taken = set()
+    for i in range(len(det)):
+        cands = [j for j in range(len(gt)) if gt.frame[j] == det.frame[i] and gt.labels[j] == det.labels[i]]
+        cands.sort(key=lambda j: gt.order[j])
+        if not cands:
+            continue
+        ious = [_pairwise_iou(det.boxes[i:i + 1], gt.boxes[j:j + 1], float32)[0] for j in cands]
+        best = int(np.argmax(ious))
+        if ious[best] >= 0.5 and cands[best] not in taken:
+            taken.add(cands[best])
+            tp[i] = True
+    return tp
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("float32", [False, True])
+def test_vectorized_matching_equals_loop(seed, float32):
+    rng = np.random.default_rng(seed)
+    n_gt, n_det = 40, 300
+    frames = rng.integers(0, 6, n_gt + n_det)
+    labels = rng.integers(0, 3, n_gt + n_det)
+    centres = rng.random((n_gt, 2)) * 0.6 + 0.2
+    gt_boxes = np.concatenate([centres - 0.1, centres + 0.1], axis=1)
+    src = rng.integers(0, n_gt, n_det)
+    det_boxes = gt_boxes[src] + rng.normal(0, 0.04, (n_det, 4))
+    gt = BoxTable(frames[:n_gt], gt_boxes, labels[:n_gt], np.ones(n_gt), np.arange(n_gt))
+    det = BoxTable(frames[n_gt:], det_boxes, labels[n_gt:], rng.random(n_det), np.arange(n_det))
+    det.frame[:] = gt.frame[src] * (rng.random(n_det) < 0.8)   # mostly the source keyframe
+    det.labels[:] = np.where(rng.random(n_det) < 0.7, gt.labels[src], det.labels)
+    order = np.lexsort((det.order, -det.scores, det.labels, det.frame))
+    det = det.take(order)
+    np.testing.assert_array_equal(match_detections(det, gt, float32), _loop_reference(det, gt, float32))
+
+
+def test_float32_iou_follows_the_reference_arithmetic():
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.random((50, 4)).reshape(50, 2, 2), axis=1).reshape(50, 4)[:, [0, 2, 1, 3]]
+    b = np.sort(rng.random((50, 4)).reshape(50, 2, 2), axis=1).reshape(50, 4)[:, [0, 2, 1, 3]]
+    # the reference's order: [y1, x1, y2, x2] float32 arrays, np.maximum with float64 zeros
+    ya, yb = a[:, [1, 0, 3, 2]].astype(np.float32), b[:, [1, 0, 3, 2]].astype(np.float32)
+    h = np.maximum(np.zeros(50), np.minimum(ya[:, 2], yb[:, 2]) - np.maximum(ya[:, 0], yb[:, 0]))
+    w = np.maximum(np.zeros(50), np.minimum(ya[:, 3], yb[:, 3]) - np.maximum(ya[:, 1], yb[:, 1]))
+    inter = h * w
+    area = lambda y: (y[:, 2] - y[:, 0]) * (y[:, 3] - y[:, 1])  # noqa: E731
+    expected = inter / (area(ya) + area(yb) - inter)
+    np.testing.assert_array_equal(_pairwise_iou(a, b, float32=True), expected)
