@@ -163,7 +163,6 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
     ids = np.asarray(sorted(class_ids), dtype=np.int64)
     if len(ids) >= 1 << 10:
         raise ValueError("at most 1023 classes can be evaluated at once")
-    dense = {int(c): i for i, c in enumerate(ids)}
 
     def to_dense(table: BoxTable) -> BoxTable:
         keep = np.isin(table.labels, ids)
