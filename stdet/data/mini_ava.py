@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .annotations import write_annotations
@@ -295,6 +294,8 @@ def _make_video(args) -> dict:
     actors = [_simulate_actor(rng, e, _ACTOR_COLOURS[c], pitch * (lane + 1) - 3, spec)
               for e, (lane, c) in enumerate(zip(lanes, colours))]
     background = _background(rng, spec)
+
+    from PIL import Image  # imported here: the CLI reads this module's defaults at start-up
 
     frame_dir = AVALayout(out).rawframes / video_id
     tmp_dir = frame_dir.with_name(f".tmp-{video_id}")
