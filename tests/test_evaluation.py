@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from stdet.cli import main
 from stdet.data.errors import AVADataError
 from stdet.evaluation import evaluate
-from stdet.evaluation.frame_ap import _pairwise_iou, match_detections
+from stdet.evaluation.ava_ap import _pairwise_iou, match_detections
 from stdet.evaluation.io import BoxTable, FrameKeys, read_box_csv
 
 LABELS = {1: "bend/bow (at the waist)", 12: "stand", 17: "carry/hold (an object)", 80: "watch (a person)"}
@@ -147,10 +148,15 @@ def test_flipped_result_boxes(tmp_path):
     flipped = (0.5, 0.1, 0.1, 0.5)       # x2 < x1
     files = write_case(tmp_path, [("v", 902, A, 12)], [("v", 902, flipped, 12, 0.9), ("v", 902, A, 12, 0.8)])
     an = evaluate(**files, protocol="activitynet")
-    mm = evaluate(**files, protocol="mmaction2")
     assert ap_of(an, 12) == 1.0                   # dropped
-    assert ap_of(mm, 12) == pytest.approx(0.5)    # kept: a false positive
     assert any("x2 < x1" in w for w in an.warnings)
+    with pytest.raises(AVADataError, match=r"pred.csv:1:.*x2 < x1"):   # MMAction2 cannot score it
+        evaluate(**files, protocol="mmaction2")
+    # a box without area (x1 == x2): ActivityNet drops it, MMAction2 counts a false positive
+    files = write_case(tmp_path, [("v", 902, A, 12)], [("v", 902, (0.3, 0.1, 0.3, 0.5), 12, 0.9),
+                                                       ("v", 902, A, 12, 0.8)])
+    assert ap_of(evaluate(**files, protocol="activitynet"), 12) == 1.0
+    assert ap_of(evaluate(**files, protocol="mmaction2"), 12) == pytest.approx(0.5)
 
 
 def test_ties_follow_file_order(tmp_path):
@@ -299,3 +305,82 @@ def test_float32_iou_follows_the_reference_arithmetic():
     area = lambda y: (y[:, 2] - y[:, 0]) * (y[:, 3] - y[:, 1])  # noqa: E731
     expected = inter / (area(ya) + area(yb) - inter)
     np.testing.assert_array_equal(_pairwise_iou(a, b, float32=True), expected)
+
+
+def test_reading_in_chunks_changes_nothing(tmp_path, monkeypatch):
+    """Results are read chunk by chunk and pre-filtered per chunk (50 per keyframe for
+    ActivityNet); tiny chunks that split keyframes give the same APs and error lines."""
+    rng = np.random.default_rng(3)
+    gt = [("v", 902 + f, (0.1 * b, 0.1, 0.1 * b + 0.08, 0.5), int(rng.choice([1, 12, 80])))
+          for f in range(4) for b in range(5)]
+    scores = rng.permutation(2000) / 2000
+    preds = [("v", 902 + f, (0.1 * b + rng.normal(0, 0.01), 0.1, 0.1 * b + 0.08, 0.5),
+              int(rng.choice([1, 12, 17, 80, 33])), float(scores[i]))
+             for i, (f, b) in enumerate((f, b) for f in range(4) for b in range(5) for _ in range(20))]
+    rng.shuffle(preds)
+    files = write_case(tmp_path, gt, preds)
+    whole = {p: evaluate(**files, protocol=p) for p in ("activitynet", "mmaction2")}
+    monkeypatch.setattr("stdet.evaluation.io.CHUNK_ROWS", 7)
+    for protocol, expected in whole.items():
+        chunked = evaluate(**files, protocol=protocol)
+        np.testing.assert_array_equal(chunked.per_class["ap"], expected.per_class["ap"])
+        np.testing.assert_array_equal(chunked.per_class["num_det"], expected.per_class["num_det"])
+    with open(files["pred"], "a") as f:
+        f.write("v,903,0.1,0.1,0.5,0.5,12\n")
+    with pytest.raises(AVADataError, match=f"pred.csv:{len(preds) + 1}:.*expected 8 columns"):
+        evaluate(**files)
+
+
+# ---- parity with the reference evaluators ------------------------------------------------------
+# tests/fixtures/ava_eval/case_*: random AVA-like cases made by benchmarks/make_ava_eval_cases.py
+# (no tied scores), with the references' results written by benchmarks/ava_eval_reference.py in
+# an environment holding them (ActivityNet's evaluator as vendored by slowfast 1.0, MMAction2 1.2.0).
+FIXTURES = Path(__file__).parent / "fixtures" / "ava_eval"
+CASES = sorted(p.name for p in FIXTURES.glob("case_*"))
+
+
+def _expected_runs():
+    for case in CASES:
+        for protocol in ("activitynet", "mmaction2"):
+            yield case, protocol, ""
+            if (FIXTURES / case / "custom_classes.txt").exists():
+                yield case, protocol, "_custom"
+
+
+@pytest.mark.parametrize("case, protocol, suffix", list(_expected_runs()))
+def test_parity_with_the_reference_evaluators(case, protocol, suffix):
+    folder = FIXTURES / case
+    expected = json.loads((folder / f"expected_{protocol}{suffix}.json").read_text())
+    custom = None
+    if suffix:
+        custom = [int(c) for c in (folder / "custom_classes.txt").read_text().replace("\n", ",").split(",") if c.strip()]
+    run = lambda: evaluate(folder / "gt.csv", folder / "pred.csv", folder / "labels.pbtxt",  # noqa: E731
+                           exclude=folder / "excluded.csv", protocol=protocol, custom_classes=custom)
+    if "error" in expected:  # the reference stops; stdet names the file and line instead
+        with pytest.raises(AVADataError, match=r"pred.csv:\d+"):
+            run()
+        return
+    got = run().to_dict()
+    assert got["per_class_ap"].keys() == expected["per_class_ap"].keys()
+    for class_id, ap in expected["per_class_ap"].items():
+        if ap is None:
+            assert got["per_class_ap"][class_id] is None, class_id
+        else:
+            assert got["per_class_ap"][class_id] == pytest.approx(ap, abs=1e-6), class_id
+    for key in ("mAP", "person_movement", "object_manipulation", "person_interaction"):
+        assert (got[key] is None) == (expected[key] is None)
+        if expected[key] is not None:
+            assert got[key] == pytest.approx(expected[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("pids, expected", [((1, 2), 1.0), ((2, 1), 0.5)])
+def test_equal_iou_goes_to_the_box_with_the_higher_person_id(tmp_path, pids, expected):
+    """The references read the person id as a score and sort a keyframe's boxes by it, so on
+    equal IoU the first detection takes the box with the higher person id."""
+    g1, g2 = (0.125, 0.0, 0.5, 0.5), (0.25, 0.0, 0.625, 0.5)
+    between = (0.1875, 0.0, 0.5625, 0.5)           # IoU 0.3125 / 0.4375 with both, exactly
+    files = write_case(tmp_path, [], [("v", 902, between, 12, 0.9), ("v", 902, g1, 12, 0.8)])
+    files["gt"].write_text(f"v,0902,{','.join(map(str, g1))},12,{pids[0]}\n"
+                           f"v,0902,{','.join(map(str, g2))},12,{pids[1]}\n")
+    for protocol in ("activitynet", "mmaction2"):
+        assert ap_of(evaluate(**files, protocol=protocol), 12) == expected

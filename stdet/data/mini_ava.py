@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .annotations import write_annotations
 from .frames import AVA_FIRST_SECOND as FIRST_SECOND
@@ -295,7 +294,7 @@ def _make_video(args) -> dict:
               for e, (lane, c) in enumerate(zip(lanes, colours))]
     background = _background(rng, spec)
 
-    from PIL import Image  # imported here: the CLI reads this module's defaults at start-up
+    from PIL import Image  # here: the CLI reads this module's defaults at start-up
 
     frame_dir = AVALayout(out).rawframes / video_id
     tmp_dir = frame_dir.with_name(f".tmp-{video_id}")
@@ -362,6 +361,8 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
         for video_id, video_seq in zip(ids, seq.spawn(counts[split])):
             jobs.append((str(out), video_id, video_seq, spec, videos))
             split_of[video_id] = split
+    from tqdm.auto import tqdm  # here, like PIL: the CLI reads this module at start-up
+
     workers = workers or min(2, os.cpu_count() or 1, len(jobs))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

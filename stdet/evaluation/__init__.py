@@ -6,7 +6,7 @@
 >>> result.map, result.per_class          # mAP and a DataFrame, one row per class
 >>> result.curves[12].precision           # precision/recall after each ranked detection
 
-See :mod:`stdet.evaluation.frame_ap` for the protocols and how ties are broken. This package
+See :mod:`stdet.evaluation.ava_ap` for the protocols and how ties are broken. This package
 needs numpy and pandas only (no torch).
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from ..data.annotations import read_excluded_timestamps
 from ..data.errors import AVADataError
 from ..data.io import atomic_write_text
 from ..data.labels import OBJECT_MANIPULATION, PERSON_INTERACTION, PERSON_MOVEMENT, action_group, read_label_map
-from .frame_ap import DETECTIONS_PER_FRAME, IOU_THRESHOLD, PROTOCOLS, ClassCurves, FrameAPResult, frame_ap
+from .ava_ap import (DETECTIONS_PER_FRAME, IOU_THRESHOLD, PROTOCOLS, ClassCurves, FrameAPResult,
+                       frame_ap, prefilter)
 from .io import BoxTable, FrameKeys, read_box_csv
 
 GROUP_KEYS = {PERSON_MOVEMENT: "person_movement", OBJECT_MANIPULATION: "object_manipulation",
@@ -107,7 +108,7 @@ def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os
     keys = FrameKeys()
     gt_table = read_box_csv(gt, keys, scores=False)
     known_videos = set(keys.codes)
-    det_table = read_box_csv(pred, keys, scores=True)
+    det_table = read_box_csv(pred, keys, scores=True, prefilter=prefilter(protocol, class_ids))
     warnings = gt_table.warnings + det_table.warnings
     excluded_keys = np.zeros(0, np.int64)
     if exclude is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,9 @@ class FrameKeys:
 @dataclass
 class BoxTable:
     """Rows of one CSV: ``frame`` keys, ``boxes (N, 4)`` as x1, y1, x2, y2, ``labels``, ``scores``
-    (1.0 for a file without a score column, as the reference readers do) and ``order``, the
-    0-based row index in the file (used to break score ties by file order)."""
+    (the 8th column: the score of a result, the person id of a ground-truth box; 1.0 without
+    it, as the reference readers do) and ``order``, the 0-based row index in the file (used to
+    break score ties by file order)."""
 
     frame: np.ndarray
     boxes: np.ndarray
@@ -107,14 +109,17 @@ def _locate_error(path: Path, ncols: int, first_line: int, last_line: int, score
     return AVADataError(path, f"cannot parse lines {first_line}-{last_line}")
 
 
-def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool) -> BoxTable:
-    """Read a ground-truth (``scores=False``: an 8th column is the person id and is ignored) or a
-    results CSV (``scores=True``: the 8th column is the score; 1.0 without it).
+def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool,
+                 prefilter: Callable[[BoxTable], np.ndarray] | None = None) -> BoxTable:
+    """Read a ground-truth (``scores=False``: an 8th column is the person id) or a results CSV
+    (``scores=True``: the 8th column is the score; 1.0 without it).
 
     Raises :class:`AVADataError` naming the file and line of a row with the wrong column count, a
     non-numeric field, a timestamp outside ``0..2**21``, a ground-truth box with ``x2 < x1`` or
     ``y2 < y1``. Boxes outside ``[0, 1]`` and result boxes with ``x2 < x1`` are tolerated, as the
-    reference evaluators do, and counted in ``warnings``.
+    reference evaluators do, and counted in ``warnings``. ``prefilter`` maps each checked chunk
+    to the indices of its rows to keep (an evaluation protocol drops rows it would never use
+    before they take memory); it is applied once a file has more than one chunk.
     """
     path = Path(path)
     if not path.is_file():
@@ -144,8 +149,13 @@ def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool) -> B
                 raise _locate_error(path, ncols, first_line, first_line + CHUNK_ROWS + 64,
                                     scores) from None
             last_line = first_line + len(chunk) - 1
-            parts.append(_check_chunk(chunk, path, keys, ncols, scores, first_line, last_line,
-                                      warnings, len(parts) * CHUNK_ROWS))
+            part = _check_chunk(chunk, path, keys, ncols, scores, first_line, last_line, warnings,
+                                first_line - 1)
+            parts.append(part)
+            if prefilter is not None and len(parts) > 1:  # a file of one chunk is used as it is
+                if len(parts) == 2:
+                    parts[0] = parts[0].take(prefilter(parts[0]))
+                parts[-1] = part.take(prefilter(part))
             first_line = last_line + 1
     except pd.errors.EmptyDataError:
         return BoxTable.empty(path)
@@ -162,8 +172,9 @@ def _count(warnings: dict[str, int], what: str, n: int) -> None:
 def _check_chunk(chunk: pd.DataFrame, path: Path, keys: FrameKeys, ncols: int, scores: bool,
                  first_line: int, last_line: int, warnings: dict[str, int], offset: int) -> BoxTable:
     numeric = chunk[[c for c in COLUMNS[2:6]]].to_numpy(np.float64)
-    score = (chunk["extra"].to_numpy(np.float64) if (scores and ncols == 8)
-             else np.ones(len(chunk)))
+    # the 8th column of ground truth (the person id) is read as a score too, as the reference
+    # readers do: it orders a keyframe's boxes, which decides ties of equal IoU
+    score = chunk["extra"].to_numpy(np.float64) if ncols == 8 else np.ones(len(chunk))
     bad = ~np.isfinite(numeric).all(axis=1) | ~np.isfinite(score) | chunk["video"].isna().to_numpy()
     if bad.any():  # an empty field (NaN) or a short row
         raise _locate_error(path, ncols, first_line, last_line, scores)

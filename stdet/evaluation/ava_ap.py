@@ -13,7 +13,8 @@ detections on keyframes without ground truth    false positives         ignored
 excluded keyframes                              removed                 removed, but their
                                                                         ground truth still
                                                                         counts in the recall
-results box with x2 < x1 or y2 < y1             dropped                 kept
+results box with x2 <= x1 or y2 <= y1           dropped                 error if x2 < x1 or
+                                                                        y2 < y1, else kept
 class with ground truth but no detection        AP 0, in the mean       left out of the mean
 class without ground truth                      left out (NaN)          left out (NaN)
 box and score arithmetic                        float64                 float32
@@ -37,10 +38,13 @@ digits; without ties they agree to floating-point rounding.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from ..data.errors import AVADataError
 from .io import BoxTable
 
 IOU_THRESHOLD = 0.5
@@ -66,12 +70,14 @@ def _pairwise_iou(det: np.ndarray, gt: np.ndarray, float32: bool) -> np.ndarray:
 
 
 def match_detections(det: BoxTable, gt: BoxTable, float32: bool = False) -> np.ndarray:
-    """True-positive flags of ``det`` rows, which must be sorted by (keyframe, class, processing
-    order); ``gt`` is matched by (keyframe, class)."""
+    """True-positive flags of ``det`` rows, given in processing order (descending score: the
+    rows of each (keyframe, class) in the order they claim boxes); ``gt`` is matched by
+    (keyframe, class)."""
     if len(det) == 0:
         return np.zeros(0, bool)
     det_key = _group_key(det.frame, det.labels)
-    gt_order = np.lexsort((gt.order, _group_key(gt.frame, gt.labels)))
+    # a keyframe's boxes in the references' order: descending 8th column (person id), file order
+    gt_order = np.lexsort((gt.order, -gt.scores, _group_key(gt.frame, gt.labels)))
     gt_key = _group_key(gt.frame, gt.labels)[gt_order]
     start = np.searchsorted(gt_key, det_key, side="left")
     count = np.searchsorted(gt_key, det_key, side="right") - start
@@ -124,13 +130,12 @@ class FrameAPResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _voc_ap(scores: np.ndarray, tp: np.ndarray, labels: np.ndarray, order: np.ndarray,
-            classes: np.ndarray, num_gt: np.ndarray, float32: bool
+def _voc_ap(tp: np.ndarray, labels: np.ndarray, classes: np.ndarray, num_gt: np.ndarray
             ) -> tuple[np.ndarray, dict[int, ClassCurves]]:
-    """AP per class of ``classes`` (dense indices into ``num_gt``) in one pass over all rows."""
-    ranking_scores = scores.astype(np.float32) if float32 else scores
-    rank = np.lexsort((order, -ranking_scores.astype(np.float64), labels))
-    labels, tp = labels[rank], tp[rank]
+    """AP per class of ``classes`` (dense indices into ``num_gt``) from rows already in ranking
+    order, in one pass: a stable radix sort by class keeps each class's rows ranked."""
+    by_class = np.argsort(labels.astype(np.int16), kind="stable")
+    labels, tp = labels[by_class], tp[by_class]
     bounds = np.searchsorted(labels, np.arange(len(num_gt) + 1))
     ap = np.full(len(num_gt), np.nan)
     curves: dict[int, ClassCurves] = {}
@@ -154,6 +159,40 @@ def _voc_ap(scores: np.ndarray, tp: np.ndarray, labels: np.ndarray, order: np.nd
     return ap, curves
 
 
+def ranked(table: BoxTable, float32: bool = False) -> np.ndarray:
+    """The permutation putting rows in descending score, ties in file order (scores compared in
+    float32 with ``float32``, as MMAction2 ranks a class)."""
+    scores = table.scores.astype(np.float32) if float32 else table.scores
+    return np.lexsort((table.order, -scores.astype(np.float64)))
+
+
+def _rank_in_frame(frames: np.ndarray) -> np.ndarray:
+    """0 for the first row of each keyframe, 1 for the second, ... (hash-based, no sort)."""
+    return pd.Series(frames).groupby(frames, sort=False).cumcount().to_numpy()
+
+
+def top_per_frame(table: BoxTable, k: int) -> np.ndarray:
+    """Indices of the ``k`` best-scoring rows of each keyframe (ties: earlier rows first), in
+    ranking order."""
+    order = ranked(table)
+    return order[_rank_in_frame(table.frame[order]) < k]
+
+
+def prefilter(protocol: str, class_ids: list[int]) -> Callable[[BoxTable], np.ndarray]:
+    """Rows of a chunk of results the protocol can use: those of evaluated classes and, for
+    ActivityNet, the 50 best of each keyframe *within the chunk* — a superset of the keyframe's
+    50 best overall, so filtering chunk by chunk changes nothing but memory and time."""
+    ids = np.asarray(sorted(class_ids), dtype=np.int64)
+
+    def keep(chunk: BoxTable) -> np.ndarray:
+        rows = np.flatnonzero(np.isin(chunk.labels, ids))
+        if protocol == "activitynet":
+            rows = np.sort(rows[top_per_frame(chunk.take(rows), DETECTIONS_PER_FRAME)])
+        return rows
+
+    return keep
+
+
 def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.ndarray,
              protocol: str = "activitynet") -> FrameAPResult:
     """AP per class of ``class_ids`` given ground truth, results and excluded keyframe keys."""
@@ -175,28 +214,34 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
     num_gt = np.bincount(gt.labels if mm else gt.labels[~gt_excluded], minlength=len(ids))
     gt = gt.take(np.flatnonzero(~gt_excluded))
 
-    # processing order within each keyframe: descending score, then file order (both references
-    # sort a keyframe's rows on the scores as parsed, in float64)
-    det = det.take(np.lexsort((det.order, -det.scores, det.frame)))
+    # processing order: descending score, then file order (the references rank a keyframe's
+    # rows on the scores as parsed, in float64). Every later step keeps this order, so each
+    # (keyframe, class) group is met in its processing order without grouping the rows.
     if mm:
+        det = det.take(ranked(det))
         det = det.take(np.flatnonzero(np.isin(det.frame, gt.frame) & ~np.isin(det.frame, excluded)))
-    else:
-        first_of_frame = np.searchsorted(det.frame, det.frame, side="left")
-        rank_in_frame = np.arange(len(det)) - first_of_frame
-        keep = (rank_in_frame < DETECTIONS_PER_FRAME) & ~np.isin(det.frame, excluded)
         x1, y1, x2, y2 = det.boxes.T
-        keep &= (x2 >= x1) & (y2 >= y1)
-        det = det.take(np.flatnonzero(keep))
-    # group by (keyframe, class) keeping the processing order inside each group
-    det = det.take(np.argsort(_group_key(det.frame, det.labels), kind="stable"))
+        flipped = (x2 < x1) | (y2 < y1)
+        if flipped.any():  # MMAction2's evaluator stops on these; say where, instead of a guess
+            row = int(det.order[np.argmax(flipped)])
+            raise AVADataError(det.path, "box with x2 < x1 or y2 < y1 on an evaluated keyframe "
+                               "(MMAction2's protocol cannot score it; ActivityNet's drops it)",
+                               line=row + 1)
+    else:
+        det = det.take(top_per_frame(det, DETECTIONS_PER_FRAME))
+        x1, y1, x2, y2 = det.boxes.T
+        # ActivityNet's evaluator drops boxes without area (x1 < x2 and y1 < y2 are required)
+        det = det.take(np.flatnonzero(~np.isin(det.frame, excluded) & (x1 < x2) & (y1 < y2)))
     tp = match_detections(det, gt, float32=mm)
 
     num_det = np.bincount(det.labels, minlength=len(ids))
-    if mm:  # classes appear once they have a detection on an evaluated keyframe
+    if mm:  # classes appear once they have a detection on an evaluated keyframe; a class is
+        # ranked on float32 scores
         evaluated = np.flatnonzero(num_det > 0)
+        order = ranked(det, float32=True)
+        ap, curves = _voc_ap(tp[order], det.labels[order], evaluated, num_gt)
     else:
-        evaluated = np.arange(len(ids))
-    ap, curves = _voc_ap(det.scores, tp, det.labels, det.order, evaluated, num_gt, float32=mm)
+        ap, curves = _voc_ap(tp, det.labels, np.arange(len(ids)), num_gt)
     return FrameAPResult(
         ap={int(c): float(ap[i]) for i, c in enumerate(ids)},
         num_gt={int(c): int(num_gt[i]) for i, c in enumerate(ids)},
