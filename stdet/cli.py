@@ -141,23 +141,29 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_mini_ava_parser, add_zoo_parser, add_convert_parser, add_eval_parser)
+COMMANDS = {"mini-ava": add_mini_ava_parser, "zoo": add_zoo_parser, "convert": add_convert_parser,
+            "eval": add_eval_parser}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command ``only`` (a command's parser may import the
+    module it drives, so ``python -m stdet eval`` builds just its own and starts quickly)."""
     parser = argparse.ArgumentParser(
         prog="python -m stdet",
         description="Spatio-temporal action detection on AVA: data, models, training, evaluation.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"stdet {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in COMMANDS:
-        add(subparsers)
+    for name, add in COMMANDS.items():
+        if only is None or name == only:
+            add(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     from .data.errors import AVADataError
 
     try:

@@ -79,8 +79,11 @@ def match_detections(det: BoxTable, gt: BoxTable, float32: bool = False) -> np.n
     # a keyframe's boxes in the references' order: descending 8th column (person id), file order
     gt_order = np.lexsort((gt.order, -gt.scores, _group_key(gt.frame, gt.labels)))
     gt_key = _group_key(gt.frame, gt.labels)[gt_order]
-    start = np.searchsorted(gt_key, det_key, side="left")
-    count = np.searchsorted(gt_key, det_key, side="right") - start
+    groups, group_start, group_count = np.unique(gt_key, return_index=True, return_counts=True)
+    # each detection's group of boxes, by hash lookup (the detections are not sorted by group)
+    group = pd.Index(groups).get_indexer(det_key)
+    start = group_start[group]
+    count = np.where(group >= 0, group_count[group], 0)
     has_gt = np.flatnonzero(count > 0)
     tp = np.zeros(len(det), bool)
     if has_gt.size == 0:
