@@ -80,3 +80,39 @@ def class_count_bars(counts: pd.DataFrame, label_map: dict[int, str], ax=None):
     ax.set_xlabel("boxes with this action")
     ax.legend(title="split")
     return ax
+
+
+def pr_curves(result, class_ids: Sequence[int] | None = None, ax=None):
+    """Precision against recall of each class of an evaluation result (``stdet.evaluation``),
+    the VOC envelope dashed; the legend gives each class's AP."""
+    ax = ax or plt.subplots(figsize=(6, 4.5))[1]
+    names = dict(zip(result.per_class["class_id"], result.per_class["name"]))
+    aps = dict(zip(result.per_class["class_id"], result.per_class["ap"]))
+    for class_id in class_ids if class_ids is not None else sorted(result.curves):
+        curve = result.curves[class_id]
+        if len(curve.recall) == 0:
+            continue
+        line, = ax.plot(curve.recall, curve.precision, lw=1.2,
+                        label=f"{names[class_id]} (AP {100 * aps[class_id]:.1f})")
+        envelope = np.maximum.accumulate(curve.precision[::-1])[::-1]
+        ax.plot(curve.recall, envelope, ls="--", lw=0.8, color=line.get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize="small", loc="lower left")
+    return ax
+
+
+def ap_bars(result, ax=None):
+    """Horizontal bars of AP per class, coloured by AVA group, with the mean as a line."""
+    df = result.per_class.dropna(subset=["ap"])
+    ax = ax or plt.subplots(figsize=(7, 0.3 * len(df) + 1))[1]
+    y = np.arange(len(df))
+    ax.barh(y, 100 * df["ap"], color=[GROUP_COLOURS[action_group(c)] for c in df["class_id"]])
+    ax.set_yticks(y, df["name"])
+    ax.invert_yaxis()
+    ax.axvline(100 * result.map, color="k", ls="--", lw=1, label=f"mAP {100 * result.map:.1f}")
+    ax.set_xlabel("AP (%)")
+    ax.legend()
+    return ax

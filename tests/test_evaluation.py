@@ -384,3 +384,20 @@ def test_equal_iou_goes_to_the_box_with_the_higher_person_id(tmp_path, pids, exp
                            f"v,0902,{','.join(map(str, g2))},12,{pids[1]}\n")
     for protocol in ("activitynet", "mmaction2"):
         assert ap_of(evaluate(**files, protocol=protocol), 12) == expected
+
+
+def test_plots_of_a_result(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from stdet.viz import ap_bars, pr_curves
+
+    files = write_case(tmp_path, [("v", 902, A, 12), ("v", 902, B, 12), ("v", 902, B, 80)],
+                       [("v", 902, A_08, 12, 0.9), ("v", 902, A_06, 12, 0.8), ("v", 902, B, 12, 0.7),
+                        ("v", 902, B, 80, 0.6)])
+    result = evaluate(**files)
+    ax = pr_curves(result)
+    assert len(ax.lines) == 4                                    # a curve and its envelope each
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [1, 2 / 3, 2 / 3])
+    assert "stand (AP 83.3)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    bars = ap_bars(result)
+    assert [round(p.get_width(), 1) for p in bars.patches] == [83.3, 100.0]
