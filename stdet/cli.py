@@ -141,7 +141,25 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"mini-ava": add_mini_ava_parser, "zoo": add_zoo_parser, "convert": add_convert_parser,
+def add_train_parser(subparsers) -> None:
+    from .engine import train
+
+    p = subparsers.add_parser("train", parents=[train.get_args_parser(add_help=False)],
+                              help="train a zoo config (torchrun for several GPUs)",
+                              description=train.__doc__.splitlines()[0])
+    p.set_defaults(run=train.run)
+
+
+def add_test_parser(subparsers) -> None:
+    from .engine import test
+
+    p = subparsers.add_parser("test", parents=[test.get_args_parser(add_help=False)],
+                              help="score the val split with a checkpoint, write results.csv",
+                              description=test.__doc__.splitlines()[0])
+    p.set_defaults(run=test.main)
+
+
+COMMANDS = {"train": add_train_parser, "test": add_test_parser, "mini-ava": add_mini_ava_parser, "zoo": add_zoo_parser, "convert": add_convert_parser,
             "eval": add_eval_parser}
 
 

@@ -32,6 +32,7 @@ class BackboneConfig:
     speed_ratio: int = 8                   # SlowFast: α
     channel_ratio: int = 8                 # SlowFast: β
     fusion_kernel: int = 5                 # SlowFast: temporal kernel of the laterals
+    pretrained: str | None = None          # Kinetics checkpoint (path or URL) for the backbone
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class DataConfig:
     person_det_score_thr: float = 0.9
     max_proposals: int = 1000
     custom_classes: tuple[int, ...] | None = None
+    workers: int = 2                       # data loading processes per GPU
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class ScheduleConfig:
     warmup_epochs: float = 5.0
     warmup_iters: int = 0                  # warmup in iterations instead (used when > 0)
     warmup_ratio: float = 0.1
+    eval_interval: int = 1                 # --validate: evaluate every this many epochs
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,49 @@ def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int = 6,
     return replace(cfg, name=f"{cfg.name}_mini", model=replace(cfg.model, backbone=backbone,
                    head=head, lfb=lfb), data=data, optim=optim, schedule=schedule,
                    published=Published(gpus="0 (CPU)", pretrain="none"), scale="mini")
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def config_to_dict(cfg: Config) -> dict:
+    """A JSON-ready dict of ``cfg`` (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict, cls=Config, where: str = ""):
+    """Rebuild a config from :func:`config_to_dict`'s output; unknown keys raise ``KeyError``."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise KeyError(f"unknown config keys {[where + k for k in unknown]}")
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        sub = next((a for a in typing.get_args(kind) or (kind,) if dataclasses.is_dataclass(a)), None)
+        if sub is not None and isinstance(value, dict):
+            values[name] = config_from_dict(value, sub, f"{where}{name}.")
+        else:
+            values[name] = _as_tuples(value)
+    return cls(**values)
+
+
+def _as_tuples(value):
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def save_config(cfg: Config, path) -> None:
+    import json
+
+    from .data.io import atomic_write_text
+    atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2) + "\n")
+
+
+def load_config(path) -> Config:
+    import json
+    return config_from_dict(json.loads(open(path, encoding="utf-8").read()))
 
 
 # --- command-line overrides -------------------------------------------------------------------

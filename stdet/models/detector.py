@@ -55,18 +55,30 @@ class ActionDetector(nn.Module):
             roi_features = self.shared_head(roi_features, context, rois)
         return self.head(roi_features)
 
-    def loss(self, clips: Tensor, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],
-             gt_labels: Sequence[Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, Tensor]:
-        """Sample RoIs per clip, classify them, and return ``{"loss": ..., "recall@top3": ...}``."""
+    def training_rois(self, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],
+                      gt_labels: Sequence[Tensor], generator: torch.Generator | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Sampled RoIs ``(K, 5)`` of a batch and their targets ``(K, num_classes)``."""
         sampled = [sample_rois(p, g, lab, self.num_rois, self.pos_iou, generator)
                    for p, g, lab in zip(proposals, gt_boxes, gt_labels)]
-        rois = boxes_to_rois([boxes for boxes, _ in sampled]).to(clips.device, clips.dtype)
-        targets = torch.cat([labels for _, labels in sampled]).to(clips.device)
-        logits = self(clips, rois)
+        rois = boxes_to_rois([boxes for boxes, _ in sampled])
+        return rois, torch.cat([labels for _, labels in sampled])
+
+    def loss_of(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """``{"loss": ..., "recall@top3": ...}`` of the logits of sampled RoIs."""
         out = {"loss": action_loss(logits, targets, self.focal_alpha, self.focal_gamma)}
         out.update(recall_precision(logits.detach(), targets, self.topk))
         return out
+
+    def loss(self, clips: Tensor, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],
+             gt_labels: Sequence[Tensor], generator: torch.Generator | None = None
+             ) -> dict[str, Tensor]:
+        """Sample RoIs per clip, classify them, and return ``{"loss": ..., "recall@top3": ...}``.
+        (A DistributedDataParallel wrapper calls the three steps itself, so that the forward
+        pass goes through the wrapper.)"""
+        rois, targets = self.training_rois(proposals, gt_boxes, gt_labels, generator)
+        logits = self(clips, rois.to(clips.device, clips.dtype))
+        return self.loss_of(logits, targets.to(clips.device))
 
     @torch.no_grad()
     def predict(self, clips: Tensor, proposals: Sequence[Tensor]) -> list[Tensor]:

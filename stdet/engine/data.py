@@ -1,0 +1,67 @@
+"""Datasets and loaders of a config: AVA (or mini-AVA) splits, samplers for one or many processes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from ..configs import Config
+from ..data.dataset import AVADataset, ava_collate
+from ..data.layout import AVALayout
+from ..data.transforms import test_transforms, train_transforms
+from .distributed import DistInfo
+
+
+def layout_of(cfg: Config, root: str | Path | None = None) -> AVALayout:
+    return AVALayout(root or cfg.data.root, cfg.data.version)
+
+
+def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
+                  train: bool | None = None) -> AVADataset:
+    """The ``split`` ("train" or "val") of the config's data, with its transforms."""
+    train = split == "train" if train is None else train
+    data = cfg.data
+    transforms = (train_transforms(data.train_scale, data.crop_size, data.flip) if train
+                  else test_transforms(data.test_scale))
+    return AVADataset.from_layout(
+        layout_of(cfg, root), split, train=train, transforms=transforms, clip_len=data.clip_len,
+        frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
+        custom_classes=data.custom_classes, person_det_score_thr=data.person_det_score_thr,
+        max_proposals=data.max_proposals)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: every sample exactly once over all processes (a
+    DistributedSampler pads with repeats, which would count as duplicate detections)."""
+
+    def __init__(self, size: int, info: DistInfo) -> None:
+        self.indices = list(range(info.rank, size, info.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_loader(dataset: AVADataset, batch_size: int, workers: int, info: DistInfo,
+                 seed: int) -> DataLoader:
+    """Shuffled batches, a different shard per process; call ``reseed(loader, epoch)`` first."""
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=ava_collate, generator=torch.Generator(),
+                      persistent_workers=False, drop_last=False)
+
+
+def reseed(loader: DataLoader, epoch: int, seed: int) -> None:
+    """Make the epoch's order and worker seeds a function of (seed, epoch) only, so a resumed run
+    replays the epoch exactly."""
+    loader.sampler.set_epoch(epoch)
+    loader.generator.manual_seed(seed * 1000 + epoch)
+
+
+def eval_loader(dataset: AVADataset, workers: int, info: DistInfo, batch_size: int = 1) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
+                      num_workers=workers, collate_fn=ava_collate)
