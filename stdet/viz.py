@@ -116,3 +116,33 @@ def ap_bars(result, ax=None):
     ax.set_xlabel("AP (%)")
     ax.legend()
     return ax
+
+
+def training_curves(log, axes=None):
+    """Loss (per iteration, with a running mean) and val mAP (per epoch) from a training log:
+    the path of ``log.jsonl`` or its records (``stdet.engine.logger.read_log``)."""
+    from .engine.logger import read_log
+
+    records = read_log(log) if not isinstance(log, list) else log
+    train = pd.DataFrame([r for r in records if r.get("mode") == "train"])
+    val = pd.DataFrame([r for r in records if r.get("mode") == "val"])
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10, 3.5))[1]
+    loss_ax, map_ax = axes
+    if len(train):
+        loss_ax.plot(train["step"], train["loss"], lw=0.6, alpha=0.4, label="loss")
+        window = max(1, len(train) // 20)
+        loss_ax.plot(train["step"], train["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
+                     label=f"running mean ({window})")
+        loss_ax.legend()
+    loss_ax.set_xlabel("iteration")
+    loss_ax.set_ylabel("loss")
+    if len(val):
+        map_ax.plot(val["epoch"], 100 * val["mAP"], marker="o", label="mAP")
+        for key in ("person_movement", "object_manipulation", "person_interaction"):
+            if key in val and val[key].notna().any():
+                map_ax.plot(val["epoch"], 100 * val[key], ls="--", lw=1, label=key.replace("_", " "))
+        map_ax.legend(fontsize="small")
+    map_ax.set_xlabel("epoch")
+    map_ax.set_ylabel("val mAP (%)")
+    return axes
