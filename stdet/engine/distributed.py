@@ -65,6 +65,16 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Rank ``src``'s buffers (BatchNorm running statistics) on every rank. DDP broadcasts them
+    only before each training forward, which then updates each rank's copy with its own batch;
+    evaluating without this, each rank would score its shard with different statistics than the
+    checkpoint rank 0 writes."""
+    if info.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -61,6 +61,7 @@ def write_results(rows: pd.DataFrame, path: str | os.PathLike) -> None:
     """The results CSV (no header; ``%04d`` timestamps, 4-decimal boxes and scores), atomically."""
     rows = rows.sort_values(["video", "timestamp", "action", "score"], ascending=[True, True, True, False],
                             kind="stable")
+    rows = rows.assign(timestamp=rows["timestamp"].map("{:04d}".format))  # as AVA's CSVs: 0902
     text = rows.to_csv(header=False, index=False, float_format="%.4f")
     atomic_write_text(path, text)
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..configs import Config, apply_overrides, load_config, save_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
 from .logger import JsonlLogger
 
 
@@ -65,7 +65,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. optim.lr=0.01 model.head.dropout=0.3")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-iters", type=int, help="stop after this many iterations (smoke tests)")
+    p.add_argument("--max-iters", type=int,
+                   help="stop after this many iterations (smoke tests; the checkpoint then written "
+                        "counts the interrupted epoch as finished)")
     return p
 
 
@@ -76,8 +78,10 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    # numpy's uint32 key as int64: a uint32 tensor cannot go through plain pickle (the
+    # all_gather_object of every rank's state under torchrun), only through torch.save
     state = {"torch": torch.get_rng_state(), "random": random.getstate(),
-             "numpy": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
+             "numpy": {k: (torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v)
                        for k, v in zip(("kind", "keys", "pos", "gauss", "cached"), np.random.get_state())}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -88,7 +92,7 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["random"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy(), n["pos"], n["gauss"], n["cached"]))
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -177,6 +181,7 @@ def main(args: argparse.Namespace) -> dict:
             state["epoch"] = epoch + 1
             if args.validate and (state["epoch"] % cfg.schedule.eval_interval == 0
                                   or state["epoch"] == cfg.schedule.epochs):
+                broadcast_buffers(model, info)  # evaluate the weights the checkpoint holds
                 result = evaluate_split(model, cfg, args.data_root, device, info,
                                         work_dir / "results_val.csv")
                 last_map = result.map
@@ -231,11 +236,12 @@ def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, load
             logits = ddp(clips, rois)
         out = model.loss_of(logits.float(), targets)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        if not all_finite(loss, info):  # every process stops at the same step
             kept = (f"the last good checkpoint, latest.pth of epoch {state['epoch']}, is kept"
                     if state["epoch"] else "no checkpoint had been written yet")
+            where = " on one of the processes" if info.distributed else ""
             raise TrainingError(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1} "
-                                f"(step {state['iteration'] + 1}); training stopped; {kept}")
+                                f"(step {state['iteration'] + 1}){where}; training stopped; {kept}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
@@ -256,13 +262,24 @@ def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, load
     return False
 
 
+def all_finite(loss: torch.Tensor, info: DistInfo) -> bool:
+    """Whether the loss is finite on every process (one tiny all-reduce under DDP, so that a NaN
+    on one process stops all of them instead of leaving the others waiting)."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if info.distributed:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command: errors a user can fix are one line, not a traceback."""
     try:
         summary = main(args)
-    except (TrainingError, KeyError) as e:
+    except (TrainingError, KeyError, ValueError) as e:  # ValueError: e.g. a bad --cfg-options value
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
     print(f"done: {summary['epochs']} epochs, {summary['iterations']} iterations"
           + (f", best val mAP {100 * summary['best_map']:.2f} (epoch {summary['best_epoch']})"
              if math.isfinite(summary["best_map"]) else "") + f"; {summary['work_dir']}")
