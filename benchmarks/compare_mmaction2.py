@@ -1,12 +1,14 @@
-"""stdet's backbones and ACRN head against MMAction2 1.2.0, with converted weights.
+"""stdet's backbones, ACRN and LFB heads against MMAction2 1.2.0, with converted weights.
 
-For each AVA backbone of the zoo (SlowOnly R50, R50 + non-local, R101; SlowFast R50 4x16 and 8x8)
-and for the ACRN head, this script builds MMAction2's module with the zoo settings, fills every
-parameter and floating buffer with seeded random values (so no block is an identity), saves its
-weights as an MMAction2 detector checkpoint (``backbone.*`` / ``roi_head.shared_head.*``), loads
-that file into stdet's module with :func:`stdet.load_checkpoint` (strict: every key must map),
-runs both on the same input in eval mode, and prints the max abs difference of the outputs in
-float64 and in float32.
+For each AVA backbone of the zoo (SlowOnly R50, R50 + non-local, R101; SlowFast R50 4x16 and 8x8),
+for the ACRN head and for the LFB head with each feature bank operator (non-local, avg, max), this
+script builds MMAction2's module with the zoo settings, fills every parameter and floating buffer
+with seeded random values (so no block is an identity), saves its weights as an MMAction2 detector
+checkpoint (``backbone.*`` / ``roi_head.shared_head.*``), loads that file into stdet's module with
+:func:`stdet.load_checkpoint` (strict: every key must map; the avg / max operators have no
+weights), runs both on the same input in eval mode, and prints the max abs difference of the
+outputs in float64 and in float32. MMAction2's LFB head reads its bank from files; here it gets
+the same per-clip long-term features as stdet's, through a stand-in for its ``LFB`` class.
 
 It needs MMAction2 itself, so it runs in a throwaway environment, not the project's::
 
@@ -37,6 +39,7 @@ try:
 
     from mmaction.models.backbones.resnet3d_slowfast import ResNet3dSlowFast
     from mmaction.models.backbones.resnet3d_slowonly import ResNet3dSlowOnly
+    from mmaction.models.roi_heads.shared_heads import fbo_head as mm_fbo_head
     from mmaction.models.roi_heads.shared_heads.acrn_head import ACRNHead as MMACRNHead
 except Exception as exc:  # noqa: BLE001 - any import failure means "skip"
     print(f"compare_mmaction2: skipped, MMAction2 is not importable ({exc!r})")
@@ -45,8 +48,10 @@ except Exception as exc:  # noqa: BLE001 - any import failure means "skip"
 import tempfile
 
 from stdet import zoo
+from stdet.configs import LFBConfig
 from stdet.engine.checkpoint import load_checkpoint
 from stdet.models import ACRNHead, build_backbone
+from stdet.models.fbo import LFBHead
 
 
 WEIGHT_SEED = 1234
@@ -153,11 +158,14 @@ def randomize_(model, seed):
                 module.bias.copy_(0.1 * torch.randn(c, generator=gen))
                 module.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
                 module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=gen))
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
     # Anything not covered above must not keep its initial value silently.
     covered = set()
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
-                               nn.modules.batchnorm._BatchNorm)):
+                               nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
             prefix = f"{name}." if name else ""
             covered.update(prefix + k for k, _ in module.named_parameters(recurse=False))
             covered.update(prefix + k for k, b in module.named_buffers(recurse=False)
@@ -233,6 +241,74 @@ def compare_acrn(tmp):
         _max_diffs(ours, Theirs(theirs), roi_features, context, rois)
 
 
+# MMAction2's fbo_cfg of the LFB configs (slowonly-lfb-nl_..._ava21-rgb.py; avg / max: type only)
+MM_FBO_CFG = dict(st_feat_channels=2048, lt_feat_channels=2048, latent_channels=512, num_st_feat=1,
+                  num_lt_feat=300, num_non_local_layers=2, st_feat_dropout_ratio=0.2,
+                  lt_feat_dropout_ratio=0.2, pre_activate=True)
+MM_FBO_TYPES = {"nl": "non_local", "avg": "avg", "max": "max"}
+
+
+class _Bank:
+    """Stands in for MMAction2's ``LFB`` (which loads the bank's files when built): ``bank[key]``
+    is the ``(N, C)`` long-term sample the test put under ``key``."""
+
+    def __init__(self, **lfb_cfg):
+        self.samples = {}
+
+    def __getitem__(self, img_key):
+        return self.samples[img_key]
+
+
+class _MMLFBHead(nn.Module):
+    """MMAction2's ``FBOHead`` called as stdet's: ``(roi_features, rois, long_term (B, N, C))``."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, roi_features, rois, long_term):
+        img_metas = [{"img_key": f"clip{i}"} for i in range(long_term.shape[0])]
+        self.head.lfb.samples = {m["img_key"]: x for m, x in zip(img_metas, long_term)}
+        return self.head(roi_features, rois, img_metas)
+
+
+class _LFBHead(nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.shared_head = head
+
+    def forward(self, roi_features, rois, long_term):
+        return self.shared_head(roi_features, None, rois, long_term)
+
+
+def compare_lfb(fbo, tmp):
+    torch.manual_seed(0)
+    real_lfb, mm_fbo_head.LFB = mm_fbo_head.LFB, _Bank
+    try:
+        theirs = mm_fbo_head.FBOHead(dict(window_size=60, max_num_sampled_feat=5, lfb_channels=2048),
+                                     dict(MM_FBO_CFG, type=MM_FBO_TYPES[fbo]))
+    finally:
+        mm_fbo_head.LFB = real_lfb
+    theirs.init_weights()
+    randomize_(theirs, WEIGHT_SEED)
+    holder = _LFBHead(LFBHead(LFBConfig(fbo=fbo), 2048))
+    state = {f"roi_head.shared_head.{k}": v for k, v in theirs.state_dict().items()}
+    loaded = 0
+    if state:                                           # avg / max have no weights
+        path = os.path.join(tmp, f"lfb_{fbo}.pth")
+        torch.save({"state_dict": state}, path)
+        loaded = len(load_checkpoint(holder, path, strict=True).loaded)
+    gen = torch.Generator().manual_seed(INPUT_SEED)
+    roi_features = torch.randn(5, 2048, 1, 8, 8, generator=gen)
+    rois = torch.tensor([[0, 0, 0, 50, 50], [1, 10, 10, 60, 90], [0, 5, 5, 20, 20],
+                         [1, 0, 0, 128, 96], [1, 30, 20, 70, 80]], dtype=torch.float32)
+    long_term = torch.randn(2, 300, 2048, generator=gen)
+    long_term[0, 120:] = 0                              # empty seconds are zero rows in the bank
+    n = sum(p.numel() for p in theirs.parameters())
+    return (f"LFB head ({fbo})", n, sum(p.numel() for p in holder.parameters()), loaded) + \
+        _max_diffs(holder, _MMLFBHead(theirs), roi_features, rois, long_term)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(MODELS), help="subset of backbones")
@@ -243,6 +319,8 @@ def main():
         for name in args.only or MODELS:
             rows.append(compare_backbone(name, tmp))
         rows.append(compare_acrn(tmp))
+        for fbo in MM_FBO_TYPES:
+            rows.append(compare_lfb(fbo, tmp))
     header = ("module", "params (MMAction2)", "params (stdet)", "tensors loaded",
               "max |diff| f64", "max |diff| f32", "max |output|")
     table = [header] + [(r[0], f"{r[1]:,}", f"{r[2]:,}", str(r[3]), f"{r[4]:.3g}", f"{r[5]:.3g}",

@@ -159,8 +159,18 @@ def add_test_parser(subparsers) -> None:
     p.set_defaults(run=test.main)
 
 
-COMMANDS = {"train": add_train_parser, "test": add_test_parser, "mini-ava": add_mini_ava_parser, "zoo": add_zoo_parser, "convert": add_convert_parser,
-            "eval": add_eval_parser}
+def add_extract_lfb_parser(subparsers) -> None:
+    from .lfb import extract
+
+    p = subparsers.add_parser("extract-lfb", parents=[extract.get_args_parser(add_help=False)],
+                              help="build a long-term feature bank with a trained detector",
+                              description=extract.__doc__.splitlines()[0])
+    p.set_defaults(run=extract.main)
+
+
+COMMANDS = {"train": add_train_parser, "test": add_test_parser,
+            "extract-lfb": add_extract_lfb_parser, "mini-ava": add_mini_ava_parser,
+            "zoo": add_zoo_parser, "convert": add_convert_parser, "eval": add_eval_parser}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

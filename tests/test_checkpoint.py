@@ -41,6 +41,8 @@ BACKBONES = {
 ACRN = "slowfast_acrn_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb"
 SLOWONLY = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"
 SLOWFAST = "slowfast_kinetics_pretrained_r50_8x8x1_20e_ava_rgb"
+LFB = {fbo: f"lfb_{fbo}_kinetics_pretrained_slowonly_r50_4x16x1_20e_ava_rgb"
+       for fbo in ("nl", "avg", "max")}
 
 
 def read_keys(name: str) -> dict[str, tuple[int, ...]]:
@@ -86,6 +88,18 @@ def bbox_head(in_channels: int, num_classes: int = 81, seed: int = 1) -> dict[st
     g = torch.Generator().manual_seed(seed)
     return {"roi_head.bbox_head.fc_cls.weight": pattern((num_classes, in_channels), g),
             "roi_head.bbox_head.fc_cls.bias": pattern((num_classes,), g)}
+
+
+def load_clean(cfg, file_state: dict, path):
+    """Save MMAction2-named ``file_state`` to ``path`` and load it strictly into a detector of
+    ``cfg`` (whose own names pass the converter unchanged): nothing missing or left over."""
+    torch.save({"state_dict": file_state}, path)
+    detector = build_detector(cfg)
+    own = detector.state_dict()
+    assert list(convert_state_dict(own)) == list(own)         # stdet names pass unchanged
+    report = load_checkpoint(detector, path, strict=True)
+    assert report.missing == report.unexpected == report.mismatched == []
+    return detector, report
 
 
 def assert_loaded(model: torch.nn.Module, file_state: dict[str, torch.Tensor], prefix: str = ""):
@@ -183,15 +197,36 @@ def test_mmaction2_acrn_detector_loads_strict(tmp_path):
     file_state = {**prefixed("backbone.", fake_weights("slowfast_r50_8x8")),
                   **prefixed("roi_head.shared_head.", fake_weights("acrn_head_in4608", seed=3)),
                   **bbox_head(2304)}
-    path = tmp_path / "acrn.pth"
-    torch.save({"state_dict": file_state}, path)
-    detector = build_detector(cfg)
-    own = detector.state_dict()
-    assert list(convert_state_dict(own)) == list(own)         # stdet names pass unchanged
-    report = load_checkpoint(detector, path, strict=True)
-    assert report.missing == report.unexpected == report.mismatched == []
+    detector, report = load_clean(cfg, file_state, tmp_path / "acrn.pth")
     assert {f"shared_head.{k}" for k in ("conv1.weight", "bn1.running_var", "conv2.weight",
                                          "bn2.num_batches_tracked")} <= set(report.loaded)
+    assert_loaded(detector, file_state)
+
+
+@pytest.mark.parametrize("fbo", LFB)
+def test_mmaction2_lfb_detector_loads_strict(tmp_path, fbo):
+    """An MMAction2 LFB detector: SlowOnly R50, FBOHead (``fbo.*``, ConvModules inside the
+    non-local layers; avg / max have no weights) and a BBoxHeadAVA on 2560 / 4096 channels."""
+    cfg = zoo.get(LFB[fbo]).model
+    assert cfg.head.shared_head == "lfb" and cfg.lfb.fbo == fbo
+    fbo_keys = read_keys("fbo_head_nl_in2048")
+    assert len(fbo_keys) == 24
+    assert fbo_keys["fbo.non_local_layer_2.out_conv.conv.weight"] == (512, 512, 1, 1, 1)
+    in_channels = {"nl": 2560, "avg": 4096, "max": 4096}[fbo]
+    file_state = {**prefixed("backbone.", fake_weights("slowonly_r50", seed=4)),
+                  **bbox_head(in_channels, seed=4)}
+    if fbo == "nl":
+        file_state.update(prefixed("roi_head.shared_head.",
+                                   fake_weights("fbo_head_nl_in2048", seed=5)))
+    detector, report = load_clean(cfg, file_state, tmp_path / f"lfb_{fbo}.pth")
+    shared = [k for k in report.loaded if k.startswith("shared_head.")]
+    if fbo == "nl":
+        assert len(shared) == 24
+        assert {"shared_head.fbo.st_feat_conv.weight",
+                "shared_head.fbo.non_local_layer_1.global_conv.bias",
+                "shared_head.fbo.non_local_layer_2.ln.weight"} <= set(shared)
+    else:
+        assert shared == []
     assert_loaded(detector, file_state)
 
 
@@ -221,6 +256,17 @@ MAPPING = {
     "backbone.slow_path.layer3_lateral.conv.weight": "backbone.laterals.3.weight",
     "roi_head.shared_head.conv1.conv.weight": "shared_head.conv1.weight",
     "roi_head.shared_head.conv2.bn.bias": "shared_head.bn2.bias",
+    "roi_head.shared_head.fbo.st_feat_conv.weight": "shared_head.fbo.st_feat_conv.weight",
+    "roi_head.shared_head.fbo.lt_feat_conv.bias": "shared_head.fbo.lt_feat_conv.bias",
+    "roi_head.shared_head.fbo.non_local_layer_1.st_feat_conv.conv.weight":
+        "shared_head.fbo.non_local_layer_1.st_feat_conv.weight",
+    "roi_head.shared_head.fbo.non_local_layer_1.global_conv.conv.bias":
+        "shared_head.fbo.non_local_layer_1.global_conv.bias",
+    "roi_head.shared_head.fbo.non_local_layer_2.lt_feat_conv.conv.weight":
+        "shared_head.fbo.non_local_layer_2.lt_feat_conv.weight",
+    "roi_head.shared_head.fbo.non_local_layer_2.ln.weight": "shared_head.fbo.non_local_layer_2.ln.weight",
+    "roi_head.shared_head.fbo.non_local_layer_2.out_conv.conv.weight":
+        "shared_head.fbo.non_local_layer_2.out_conv.weight",
     "roi_head.bbox_head.fc_cls.weight": "head.classifier.weight",
     "roi_head.bbox_head.fc_cls.bias": "head.classifier.bias",
 }
@@ -239,12 +285,13 @@ def test_literal_keys_are_recorded_mmaction2_keys():
     literal targets real stdet names."""
     recorded = {"backbone." + k for name in BACKBONES.values() for k in read_keys(name)}
     recorded |= {"roi_head.shared_head." + k for k in read_keys("acrn_head_in4608")}
+    recorded |= {"roi_head.shared_head." + k for k in read_keys("fbo_head_nl_in2048")}
     recorded |= {"roi_head.bbox_head." + k for k in read_keys("bbox_head_ava_in2304")}
     assert set(MAPPING) <= recorded
 
 
 @pytest.mark.parametrize("config", [SLOWONLY, "slowonly_nl_kinetics_pretrained_r50_4x16x1_10e_ava_rgb",
-                                    SLOWFAST, ACRN])
+                                    SLOWFAST, ACRN, LFB["nl"]])
 def test_stdet_names_pass_unchanged(config):
     state = build_detector(zoo.get(config, scale="mini").model).state_dict()
     out = convert_state_dict(state)

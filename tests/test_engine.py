@@ -41,16 +41,16 @@ import pandas as pd
 import pytest
 import torch
 
-from stdet import cli
+from stdet import build_detector, cli
 from stdet.configs import ScheduleConfig, config_from_dict, config_to_dict, load_config
 from stdet.data import AVALayout, read_label_map
-from stdet.data.mini_ava import CLASS_IDS, MiniAVASpec, generate_mini_ava
+from stdet.data.mini_ava import CLASS_IDS
 from stdet.engine import train
 from stdet.engine.checkpoint import load_checkpoint, read_checkpoint
 from stdet.engine.data import build_dataset
 from stdet.engine.distributed import DistInfo
 from stdet.engine.logger import read_log
-from stdet.engine.schedule import lr_factor
+from stdet.engine.schedule import build_optimizer, build_scheduler, lr_factor
 from stdet.engine.test import ACTION_THRESHOLD, evaluate_split, predict_rows, score_columns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,8 @@ FAMILIES = {
     "nl": "slowonly_nl_kinetics_pretrained_r50_4x16x1_10e_ava_rgb:mini",
 }
 # everything a run needs, independent of the mini() defaults (the later of two equal keys wins)
-TINY = ["data.workers=0", "optim.batch_per_gpu=4", "schedule.epochs=2", "schedule.eval_interval=1"]
+TINY = ["data.workers=0", "optim.batch_per_gpu=4", "optim.lr=0.05", "schedule.epochs=2",
+        "schedule.eval_interval=1"]
 TRAIN_KEYS = {"mode", "epoch", "iter", "step", "lr", "data_time", "time", "memory_mb", "loss",
               "recall@top3"}
 CKPT_KEYS = {"state_dict", "optimizer", "scheduler", "train_state", "rng", "config"}
@@ -74,20 +75,12 @@ SUBPROCESS_TIMEOUT = 180
 # fixtures and helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("mini_ava")
-    generate_mini_ava(out, seed=0, spec=MiniAVASpec(train_videos=2, val_videos=1, seconds=12),
-                      progress=False)
-    return out
+def root(tiny_ava) -> Path:
+    return tiny_ava
 
 
 def train_argv(config: str, work_dir: Path, root: Path, *flags: str, options=()) -> list[str]:
@@ -284,6 +277,17 @@ def test_validate_logs_val_records_and_keeps_best(trained, root):
     assert (work / "results_val.csv").is_file()
 
 
+def test_a_new_run_in_a_used_work_dir_keeps_the_earlier_log(root, tmp_path):
+    work = tmp_path / "work"
+    argv = train_argv(SLOWONLY, work, root, "--max-iters", "2")
+    train_in_process(argv)
+    first = (work / "log.jsonl").read_text()
+    train_in_process(argv)
+    kept = list(work.glob("log-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert [r["step"] for r in train_records(work)] == [1, 2]  # the new run's records only
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. learning-rate schedule
 
@@ -332,6 +336,25 @@ def test_lr_factor_iteration_warmup():
     assert lr_factor(50, 100, s) == 1.0 and lr_factor(200, 100, s) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="policy"):
         lr_factor(0, 10, ScheduleConfig(policy="poly"))
+
+
+def test_lr_mult_groups_follow_the_schedule():
+    """``optim.lr_mult`` puts matching parameters in their own group at ``lr * factor``; the
+    first group is the base rate and the scheduler keeps every group's ratio."""
+    cfg = train.resolve_config(FAMILIES["slowfast"], ["optim.lr_mult=(('backbone.fast.', 0.1),)"])
+    model = build_detector(cfg.model)
+    optimizer = build_optimizer(model, cfg.optim, 2.0)
+    assert [g["lr"] for g in optimizer.param_groups] == [2.0, pytest.approx(0.2)]
+    fast = {id(p) for n, p in model.named_parameters() if n.startswith("backbone.fast.")}
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == fast
+    assert len(optimizer.param_groups[0]["params"]) + len(fast) == len(list(model.parameters()))
+    scheduler = build_scheduler(optimizer, 10, cfg.schedule)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    base, fast_lr = (g["lr"] for g in optimizer.param_groups)
+    assert base == pytest.approx(2.0 * lr_factor(7, 10, cfg.schedule))
+    assert fast_lr == pytest.approx(0.1 * base)
 
 
 def test_log_lr_follows_the_schedule(trained, root):
@@ -536,7 +559,7 @@ def test_ddp_two_processes_match_one(trained, root, tmp_path):
     sampler) or not at all, or if the gather loses a shard.
 
     "Same mAP within noise": on this data the epoch-2 val mAP of one process ranges over
-    0.37-0.48 with seeds 0-5 (measured), so a correct DDP run lies within 0.15 of the
+    0.39-0.57 with seeds 0-5 (measured), so a correct DDP run lies within 0.2 of the
     one-process run; a broken one (e.g. half the keyframes missing) falls far outside."""
     single_work, single = trained
     work = tmp_path / "ddp"
@@ -574,7 +597,7 @@ def test_ddp_two_processes_match_one(trained, root, tmp_path):
 
     print(f"val mAP one process {[round(r['mAP'], 4) for r in single_vals]}, "
           f"DDP {[round(r['mAP'], 4) for r in vals]}")
-    assert abs(vals[-1]["mAP"] - single["last_map"]) < 0.15
+    assert abs(vals[-1]["mAP"] - single["last_map"]) < 0.2
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from stdet import zoo
 from stdet.cli import main
-from stdet.configs import Config, apply_overrides, mini, valid_keys
+from stdet.configs import (MINI_LR_PER_CLIP, MINI_WIDTH_DIVISOR, Config, apply_overrides, mini,
+                           valid_keys)
 from stdet.models import NonLocal3d, SlowFast, SlowOnly, build_backbone, build_detector, count_parameters
 from stdet.models.complexity import model_complexity
 from stdet.models.slowfast import temporal_subsample
@@ -122,11 +123,22 @@ def test_mini_scale_trains_and_predicts(name):
 
 
 @pytest.mark.parametrize("name", LFB_NAMES)
-def test_lfb_configs_are_listed_but_need_the_feature_bank(name):
+def test_lfb_configs_build_and_run_with_long_term_features(name):
+    """Full scale on a small input, with a (B, 300, 2048) long-term sample per clip (mini scale
+    training: tests/test_fbo.py)."""
     cfg = zoo.get(name)
     assert cfg.model.lfb is not None and cfg.model.head.shared_head == "lfb"
-    with pytest.raises(NotImplementedError, match="feature bank"):
-        build_detector(cfg.model)
+    torch.manual_seed(0)
+    model = build_detector(cfg.model).eval()
+    clips = torch.randn(2, 3, cfg.data.clip_len, 64, 96)
+    rois = torch.tensor([[0, 0, 0, 96, 64], [1, 10, 5, 50, 60], [1, 40, 8, 90, 60.0]])
+    long_term = torch.randn(2, 300, 2048)
+    with torch.no_grad():
+        logits = model(clips, rois, long_term)
+        assert logits.shape == (3, cfg.model.head.num_classes)
+        assert torch.isfinite(logits).all()
+        with pytest.raises(ValueError, match="long-term features"):
+            model(clips, rois)
 
 
 # ---- backbone details ------------------------------------------------------------------------
@@ -217,10 +229,24 @@ def test_mini_counterpart():
     assert zoo.get(full.name + "_mini") == small == zoo.get(full.name, scale="mini")
     assert small.model.backbone.arch == full.model.backbone.arch
     assert (small.data.clip_len, small.data.frame_interval) == (32, 2)
-    assert small.optim.lr == pytest.approx(full.optim.lr * 8 / full.optim.reference_batch)
+    assert small.optim.lr == pytest.approx(MINI_LR_PER_CLIP * small.optim.batch_per_gpu)
+    assert small.optim.reference_batch == small.optim.batch_per_gpu
     assert small.schedule.policy == "cosine" and small.published.map is None
+    assert small.model.backbone.base_channels * MINI_WIDTH_DIVISOR == full.model.backbone.base_channels
+    step = mini(zoo.get("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"))
+    assert (step.schedule.epochs, step.schedule.milestones, step.schedule.warmup_epochs) == (8, (6, 7), 0.5)
+    assert mini(full, epochs=12).schedule.epochs == 12
     assert mini(small) is small
     assert count_parameters(build_detector(small.model)) < 2_000_000
+
+
+def test_zoo_backbones_start_from_the_published_kinetics_checkpoint():
+    for name in zoo.names():
+        cfg = zoo.get(name)
+        assert cfg.model.backbone.pretrained == cfg.published.pretrained, name
+        assert cfg.published.pretrained.startswith("https://") and cfg.published.pretrained.endswith(
+            ".pth"), name
+        assert zoo.get(name, scale="mini").model.backbone.pretrained is None, name
 
 
 def test_overrides_are_typed_and_typos_list_valid_keys():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,6 +52,12 @@ class AVADataset(Dataset):
         custom_classes: train on a subset (see :class:`~stdet.data.labels.CustomClasses`).
         on_error: ``"raise"`` (default) or ``"skip"``: a keyframe outside its video is dropped at
             construction, an unreadable frame replaced by the next sample, each counted in a warning.
+        feature_bank: a long-term feature bank (:class:`stdet.lfb.FeatureBank`, memory-mapped;
+            workers share its pages): each sample then carries ``long_term``, the bank's features
+            of ``lfb_window`` seconds around the keyframe, at most ``lfb_per_second`` a second,
+            zero-padded to ``(lfb_window * lfb_per_second, C)``. Training draws them at random;
+            otherwise the draw depends only on ``(lfb_seed, video, second)``, so a test run is
+            reproducible whatever the batch, worker or process layout.
     """
 
     def __init__(self, ann_file: str | os.PathLike, frames_root: str | os.PathLike, *,
@@ -62,7 +69,8 @@ class AVADataset(Dataset):
                  num_classes: int = 81, custom_classes: Sequence[int] | None = None,
                  person_det_score_thr: float = 0.9, max_proposals: int = 1000,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", feature_bank=None, lfb_window: int = 60,
+                 lfb_per_second: int = 5, lfb_seed: int = 0) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if not 0 <= person_det_score_thr <= 1:
@@ -76,6 +84,8 @@ class AVADataset(Dataset):
         self.person_det_score_thr, self.max_proposals = person_det_score_thr, max_proposals
         self.on_error = on_error
         self.skipped = 0
+        self.feature_bank = feature_bank
+        self.lfb_window, self.lfb_per_second, self.lfb_seed = lfb_window, lfb_per_second, lfb_seed
 
         self.custom_classes = None
         if custom_classes is not None:
@@ -185,7 +195,13 @@ class AVADataset(Dataset):
         keep = labels.any(axis=1) if self.custom_classes is not None else np.ones(len(labels), bool)
         boxes = [boxes_to_pixels(proposals, width, height), boxes_to_pixels(kf.boxes[keep], width, height)]
         clip, (proposals_px, gt_px) = self.transforms(clip, boxes, rng)
-        return {
+        extra = {}
+        if self.feature_bank is not None:
+            draw = rng if rng is not None else np.random.default_rng(
+                (self.lfb_seed, zlib.crc32(video.encode()), t))
+            extra["long_term"] = torch.from_numpy(self.feature_bank.sample(
+                video, t, draw, window=self.lfb_window, max_per_second=self.lfb_per_second))
+        return {**extra,
             "clip": to_tensor(clip, **self.norm),
             "proposals": torch.from_numpy(proposals_px),
             "proposal_scores": torch.from_numpy(np.asarray(scores, np.float32)),
@@ -199,7 +215,8 @@ class AVADataset(Dataset):
 
 def ava_collate(samples: list[dict]) -> dict:
     """Batch samples: clips stacked to (B, C, T, H, W) (zero-padded to the largest H, W); boxes,
-    scores and labels stay lists (one tensor per sample), as their counts differ."""
+    scores and labels stay lists (one tensor per sample), as their counts differ; ``long_term``
+    features (when the dataset has a bank) are stacked to (B, N, C)."""
     h = max(s["clip"].shape[2] for s in samples)
     w = max(s["clip"].shape[3] for s in samples)
     clips = samples[0]["clip"].new_zeros((len(samples), samples[0]["clip"].shape[0],
@@ -209,4 +226,6 @@ def ava_collate(samples: list[dict]) -> dict:
     batch = {"clips": clips}
     for key in ("proposals", "proposal_scores", "gt_boxes", "gt_labels", "meta"):
         batch[key] = [s[key] for s in samples]
+    if "long_term" in samples[0]:
+        batch["long_term"] = torch.stack([s["long_term"] for s in samples])
     return batch

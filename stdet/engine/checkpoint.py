@@ -18,6 +18,9 @@ MMAction2 names its layers differently (mmcv's ``ConvModule`` wraps ``conv`` and
     backbone.slow_path.layer2_lateral.conv.weight -> backbone.laterals.2.weight
     roi_head.bbox_head.fc_cls.*                 -> head.classifier.*
     roi_head.shared_head.conv1.conv/bn.*        -> shared_head.conv1/bn1.*   (ACRN)
+    roi_head.shared_head.fbo.non_local_layer_1.global_conv.conv.weight
+                                   -> shared_head.fbo.non_local_layer_1.global_conv.weight  (LFB)
+    roi_head.shared_head.fbo.st_feat_conv.weight -> shared_head.fbo.st_feat_conv.weight     (LFB)
 
 A Kinetics recognizer checkpoint (``backbone.*`` and ``cls_head.*``) initialises the backbone; its
 classifier is reported as unused.
@@ -147,6 +150,8 @@ _RULES: list[tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
     (r"\.downsample\.bn\.", ".downsample.1."),
     (r"\.conv(\d)\.conv\.", r".conv\1."),
     (r"\.conv(\d)\.bn\.", r".bn\1."),
+    # LFB non-local operator: the ConvModules of its layers -> plain convs
+    (r"(\.fbo\.non_local_layer_\d+\.\w+_conv)\.conv\.", r"\1."),
     # RoI heads
     (r"^roi_head\.bbox_head\.fc_cls\.", "head.classifier."),
     (r"^roi_head\.shared_head\.", "shared_head."),

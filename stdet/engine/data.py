@@ -24,11 +24,37 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
     data = cfg.data
     transforms = (train_transforms(data.train_scale, data.crop_size, data.flip) if train
                   else test_transforms(data.test_scale))
+    lfb = {}
+    if cfg.model.lfb is not None:
+        from ..lfb import FeatureBank
+        where = bank_root(cfg, root)
+        try:
+            bank = FeatureBank.load(where, split)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{cfg.name} needs the {split} feature bank {where}/lfb_{split}.npy; build it with "
+                f"`python -m stdet extract-lfb {cfg.model.lfb.bank_config} CKPT --split {split} "
+                f"--out {where}`") from None
+        lfb = {"feature_bank": bank, "lfb_window": cfg.model.lfb.window_seconds,
+               "lfb_per_second": cfg.model.lfb.max_per_second}
     return AVADataset.from_layout(
         layout_of(cfg, root), split, train=train, transforms=transforms, clip_len=data.clip_len,
         frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
         custom_classes=data.custom_classes, person_det_score_thr=data.person_det_score_thr,
-        max_proposals=data.max_proposals)
+        max_proposals=data.max_proposals, **lfb)
+
+
+def bank_root(cfg: Config, root: str | Path | None = None) -> Path:
+    """Where the config's long-term feature bank lives: ``model.lfb.bank_dir``, relative to the
+    data root unless absolute."""
+    return Path(root or cfg.data.root) / cfg.model.lfb.bank_dir
+
+
+def long_term_of(batch: dict, device: torch.device) -> dict:
+    """``{"long_term": (B, N, C) on device}`` for a batch that carries bank features, else {}."""
+    if "long_term" not in batch:
+        return {}
+    return {"long_term": batch["long_term"].to(device, non_blocking=True)}
 
 
 class ShardSampler(Sampler[int]):

@@ -15,7 +15,15 @@ from ..configs import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, lr: float) -> torch.optim.SGD:
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+    """SGD over the trainable parameters; ``optim.lr_mult`` prefixes get their own group at
+    ``lr * factor`` (the scheduler scales every group by the same factor). The first group is
+    the one at ``lr``, the rate the log reports."""
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            factor = next((f for prefix, f in optim.lr_mult if name.startswith(prefix)), 1.0)
+            groups.setdefault(factor, []).append(p)
+    return torch.optim.SGD([{"params": ps, "lr": lr * f} for f, ps in groups.items() if ps], lr=lr,
                            momentum=optim.momentum, weight_decay=optim.weight_decay,
                            nesterov=optim.nesterov)
 

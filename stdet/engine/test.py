@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..configs import Config
 from ..data.io import atomic_write_text
+from .data import long_term_of
 from .distributed import DistInfo, broadcast_object, gather_objects, init_distributed
 
 ACTION_THRESHOLD = 0.002
@@ -42,7 +43,8 @@ def predict_rows(model: nn.Module, loader, device: torch.device, info: DistInfo,
     for batch in tqdm(loader, desc=desc, disable=not info.is_main, leave=False):
         clips = batch["clips"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            scores = detector.predict(clips, [p.to(device) for p in batch["proposals"]])
+            scores = detector.predict(clips, [p.to(device) for p in batch["proposals"]],
+                                      **long_term_of(batch, device))
         for s, boxes, meta in zip(scores, batch["proposals"], batch["meta"]):
             h, w = meta["img_shape"]
             norm = (boxes.numpy() / np.array([w, h, w, h], dtype=np.float64)).clip(0, 1)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..configs import Config, apply_overrides, load_config, save_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
 from .logger import JsonlLogger
 
@@ -47,6 +48,20 @@ def resolve_config(text: str, overrides: list[str] | None = None) -> Config:
         name, _, scale = text.partition(":")
         cfg = zoo.get(name, scale or "full")
     return apply_overrides(cfg, list(overrides or []))
+
+
+def keep_earlier_log(path: Path) -> Path | None:
+    """A new run (not a resume) in a used work dir starts its own log: an earlier ``log.jsonl``
+    is renamed ``log-YYYYmmdd-HHMMSS.jsonl`` after its last write, and that name returned."""
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    target = path.with_name(f"log-{stamp}.jsonl")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"log-{stamp}-{n}.jsonl"), n + 1
+    path.rename(target)
+    return target
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -138,6 +153,8 @@ def main(args: argparse.Namespace) -> dict:
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.json")
+    if info.is_main and not args.resume:
+        keep_earlier_log(work_dir / "log.jsonl")
     logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
 
     model = build_model(cfg, info).to(device)
@@ -232,8 +249,9 @@ def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, load
         clips = batch["clips"].to(device, non_blocking=True)
         rois, targets = model.training_rois(batch["proposals"], batch["gt_boxes"], batch["gt_labels"])
         rois, targets = rois.to(device, clips.dtype), targets.to(device)
+        extra = long_term_of(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = ddp(clips, rois)
+            logits = ddp(clips, rois, **extra)
         out = model.loss_of(logits.float(), targets)
         loss = out["loss"]
         if not all_finite(loss, info):  # every process stops at the same step

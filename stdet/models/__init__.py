@@ -2,6 +2,7 @@
 from .assign import assign_labels, box_iou, sample_rois
 from .build import build_backbone, build_detector
 from .detector import ActionDetector, boxes_to_rois
+from .fbo import FBOAvg, FBOMax, FBONonLocal, LFBHead
 from .heads import ACRNHead, BBoxHeadAVA
 from .losses import action_loss, recall_precision
 from .non_local import NonLocal3d
@@ -11,7 +12,8 @@ from .roi_extractor import RoIExtractor3D
 from .slowfast import SlowFast, SlowOnly
 
 __all__ = [
-    "ACRNHead", "ActionDetector", "BBoxHeadAVA", "Bottleneck3d", "NonLocal3d", "ResNet3d",
+    "ACRNHead", "ActionDetector", "BBoxHeadAVA", "Bottleneck3d", "FBOAvg", "FBOMax", "FBONonLocal",
+    "LFBHead", "NonLocal3d", "ResNet3d",
     "RoIAlign", "RoIExtractor3D", "SlowFast", "SlowOnly", "action_loss", "assign_labels",
     "box_iou", "boxes_to_rois", "build_backbone", "build_detector", "count_parameters",
     "recall_precision", "roi_align", "sample_rois",

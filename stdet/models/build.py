@@ -5,6 +5,7 @@ from torch import nn
 
 from ..configs import BackboneConfig, ModelConfig
 from .detector import ActionDetector
+from .fbo import LFBHead
 from .heads import ACRNHead, BBoxHeadAVA
 from .roi_extractor import RoIExtractor3D
 from .slowfast import SlowFast, SlowOnly
@@ -27,7 +28,11 @@ def build_backbone(cfg: BackboneConfig) -> SlowOnly | SlowFast:
 
 
 def build_detector(cfg: ModelConfig) -> ActionDetector:
-    """Backbone, RoI extractor, optional shared head and BBoxHeadAVA for ``cfg``."""
+    """Backbone, RoI extractor, optional shared head and BBoxHeadAVA for ``cfg``.
+
+    The classifier reads what the shared head gives: ACRN keeps the RoI channels, an LFB head
+    concatenates the FBO's output to them (2048 + 512 for non-local, 2048 + 2048 for avg / max).
+    """
     backbone = build_backbone(cfg.backbone)
     head_cfg = cfg.head
     channels = backbone.feature_channels                 # 2048, or 2048 + 256 for SlowFast
@@ -35,13 +40,17 @@ def build_detector(cfg: ModelConfig) -> ActionDetector:
     extractor = RoIExtractor3D(head_cfg.roi_size, 1 / 16, head_cfg.temporal_pool,
                                head_cfg.with_global)
     shared_head: nn.Module | None = None
+    head_channels = roi_channels
     if head_cfg.shared_head == "acrn":
         shared_head = ACRNHead(2 * roi_channels, roi_channels)
     elif head_cfg.shared_head == "lfb":
-        raise NotImplementedError("LFB heads are built by the long-term feature bank module")
+        if cfg.lfb is None:
+            raise ValueError("shared_head 'lfb' needs model.lfb (an LFBConfig)")
+        shared_head = LFBHead(cfg.lfb, roi_channels)
+        head_channels = shared_head.out_channels
     elif head_cfg.shared_head != "none":
         raise ValueError(f"shared_head must be 'none', 'acrn' or 'lfb', got {head_cfg.shared_head!r}")
-    head = BBoxHeadAVA(roi_channels, head_cfg.num_classes, head_cfg.dropout)
+    head = BBoxHeadAVA(head_channels, head_cfg.num_classes, head_cfg.dropout)
     return ActionDetector(backbone, extractor, head, shared_head, num_rois=head_cfg.num_rois,
                           pos_iou=head_cfg.pos_iou, focal_alpha=head_cfg.focal_alpha,
                           focal_gamma=head_cfg.focal_gamma, topk=head_cfg.topk)

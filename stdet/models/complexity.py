@@ -40,11 +40,16 @@ def model_complexity(cfg: ModelConfig, clip_shape: tuple[int, int, int, int],
                                                      else (features,)))
     _, _, h, w = clip_shape
     rois = torch.tensor([[0.0, 0.0, 0.0, w, h]]).repeat(num_rois, 1)
+    # an LFB head reads a (1, N, C_lt) long-term sample (zeros: only shapes matter here)
+    long_term = None
+    if cfg.lfb is not None and cfg.head.shared_head == "lfb":
+        long_term = torch.zeros(1, cfg.lfb.window_seconds * cfg.lfb.max_per_second,
+                                cfg.lfb.feature_channels)
 
     def roi_part(feats, r):
         roi_features, context = model.roi_extractor(feats, r)
         if model.shared_head is not None:
-            roi_features = model.shared_head(roi_features, context, r)
+            roi_features = model.shared_head(roi_features, context, r, long_term)
         return model.head(roi_features)
 
     head_flops, _ = _multiply_adds(roi_part, features, rois)

@@ -5,9 +5,11 @@ AVA model of the zoo; the detector only classifies what each person does::
 
     clips (B, 3, T, H, W) --backbone--> pathway maps --RoIExtractor3D--> (K, C, 1, S, S)
       [--shared head (ACRN, LFB)--> (K, C', 1, h, w)] --BBoxHeadAVA--> logits (K, num_classes)
+                     ^ LFB: long_term (B, N, C_lt), the clip's features from the feature bank
 
 Boxes are in input pixels; per clip they are a ``(n_i, 4)`` tensor, turned into ``(K, 5)`` RoIs
-``(clip_index, x1, y1, x2, y2)`` here.
+``(clip_index, x1, y1, x2, y2)`` here. ``long_term`` (``batch["long_term"]``) is needed by LFB
+detectors only; the others ignore it.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class ActionDetector(nn.Module):
         backbone: ``SlowOnly`` / ``SlowFast`` (a map or a tuple of pathway maps).
         roi_extractor: ``RoIExtractor3D``.
         head: ``BBoxHeadAVA``.
-        shared_head: optional module ``(roi_features, context, rois) -> roi_features``.
+        shared_head: optional module ``(roi_features, context, rois, long_term) -> roi_features``.
         num_rois, pos_iou: RoI sampling for training (see :mod:`stdet.models.assign`).
         focal_alpha, focal_gamma: of the loss (1, 0: binary cross-entropy).
         topk: k of the logged top-k recall/precision.
@@ -48,11 +50,12 @@ class ActionDetector(nn.Module):
         self.num_rois, self.pos_iou = num_rois, pos_iou
         self.focal_alpha, self.focal_gamma, self.topk = focal_alpha, focal_gamma, tuple(topk)
 
-    def forward(self, clips: Tensor, rois: Tensor) -> Tensor:
-        """``clips (B, 3, T, H, W)``, ``rois (K, 5)`` -> logits ``(K, num_classes)``."""
+    def forward(self, clips: Tensor, rois: Tensor, long_term: Tensor | None = None) -> Tensor:
+        """``clips (B, 3, T, H, W)``, ``rois (K, 5)``, ``long_term (B, N, C_lt)`` (LFB only)
+        -> logits ``(K, num_classes)``."""
         roi_features, context = self.roi_extractor(self.backbone(clips), rois)
         if self.shared_head is not None:
-            roi_features = self.shared_head(roi_features, context, rois)
+            roi_features = self.shared_head(roi_features, context, rois, long_term)
         return self.head(roi_features)
 
     def training_rois(self, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],
@@ -71,20 +74,21 @@ class ActionDetector(nn.Module):
         return out
 
     def loss(self, clips: Tensor, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],
-             gt_labels: Sequence[Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, Tensor]:
+             gt_labels: Sequence[Tensor], generator: torch.Generator | None = None,
+             long_term: Tensor | None = None) -> dict[str, Tensor]:
         """Sample RoIs per clip, classify them, and return ``{"loss": ..., "recall@top3": ...}``.
         (A DistributedDataParallel wrapper calls the three steps itself, so that the forward
         pass goes through the wrapper.)"""
         rois, targets = self.training_rois(proposals, gt_boxes, gt_labels, generator)
-        logits = self(clips, rois.to(clips.device, clips.dtype))
+        logits = self(clips, rois.to(clips.device, clips.dtype), long_term)
         return self.loss_of(logits, targets.to(clips.device))
 
     @torch.no_grad()
-    def predict(self, clips: Tensor, proposals: Sequence[Tensor]) -> list[Tensor]:
+    def predict(self, clips: Tensor, proposals: Sequence[Tensor],
+                long_term: Tensor | None = None) -> list[Tensor]:
         """Per clip, ``(n_i, num_classes)`` sigmoid scores of its ``(n_i, 4)`` proposals."""
         rois = boxes_to_rois(proposals).to(clips.device, clips.dtype)
         if rois.shape[0] == 0:
             return [clips.new_zeros((0, self.head.num_classes)) for _ in proposals]
-        scores = self(clips, rois).sigmoid()
+        scores = self(clips, rois, long_term).sigmoid()
         return list(scores.split([p.shape[0] for p in proposals]))

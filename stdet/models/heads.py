@@ -52,9 +52,10 @@ class ACRNHead(nn.Module):
         for conv in (self.conv1, self.conv2):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, roi_features: Tensor, context: Tensor, rois: Tensor) -> Tensor:
+    def forward(self, roi_features: Tensor, context: Tensor, rois: Tensor,
+                long_term: Tensor | None = None) -> Tensor:
         """``roi_features (K, C, 1, S, S)``, ``context (B, C, 1, H, W)``, ``rois (K, 5)``
-        -> ``(K, out_channels, 1, H, W)``."""
+        -> ``(K, out_channels, 1, H, W)``. ``long_term`` (of LFB heads) is ignored."""
         actor = roi_features.amax(dim=(2, 3, 4), keepdim=True)
         around = context[rois[:, 0].long()]
         x = torch.cat([actor.expand(-1, -1, *around.shape[2:]), around], dim=1)

@@ -1,0 +1,129 @@
+"""``python -m stdet extract-lfb CONFIG CKPT --split train|val``: build a long-term feature bank.
+
+A trained short-term detector (the bank config's: SlowOnly R50 4x16 trained on AVA) runs over
+every keyframe of a split with the person detector's proposals, as at test time, and the bank
+keeps one feature per proposal: its RoI feature map averaged over time and max-pooled over space
+(MMAction2's LFB inference head). The result is ``OUT/lfb_{split}.npy`` + ``.json``
+(:class:`~stdet.lfb.bank.FeatureBank`).
+
+Extraction is resumable and works under torchrun: each process writes shards of its keyframes
+every ``--shard-size`` keyframes; a rerun skips the keyframes already in a shard; when every
+process is done, the first one merges the shards into the bank.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ..configs import Config
+from ..engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from .bank import BankWriter, merge_shards
+
+
+def bank_model_config(text: str, overrides: list[str] | None = None) -> Config:
+    """The short-term config whose model fills the bank. CONFIG may name the bank config
+    (``lfb_slowonly_r50_ava_infer``), an LFB config (its bank's model) or any other config
+    (``NAME``, ``NAME:mini`` or a config JSON), whose own model is used."""
+    from .. import zoo
+    from ..engine.train import resolve_config
+
+    name, _, scale = text.partition(":")
+    if name.removesuffix("_mini") == zoo.LFB_BANK_CONFIG:
+        mini = scale == "mini" or name.endswith("_mini")
+        text = f"{zoo.LFB_BANK_BACKBONE}{':mini' if mini else ''}"
+    cfg = resolve_config(text, overrides)
+    if cfg.model.lfb is not None:
+        cfg = resolve_config(f"{zoo.LFB_BANK_BACKBONE}{':mini' if cfg.scale == 'mini' else ''}",
+                             overrides)
+    return cfg
+
+
+def roi_bank_features(model: nn.Module, clips: Tensor, rois: Tensor) -> Tensor:
+    """``(K, C)``: each RoI's feature map, averaged over time (by the RoI extractor) and
+    max-pooled over space."""
+    roi_features, _ = model.roi_extractor(model.backbone(clips), rois)
+    return roi_features.amax(dim=(2, 3, 4))
+
+
+@torch.no_grad()
+def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device, info: DistInfo,
+            workers: int = 0, desc: str = "lfb") -> int:
+    """Write the features of this process's share of ``dataset``'s keyframes that ``writer``
+    does not hold yet; returns how many keyframes were written."""
+    from ..data.dataset import ava_collate
+    from ..models.detector import boxes_to_rois
+
+    model.eval()
+    todo = [i for i, key in enumerate(dataset.keys) if key not in writer.done]
+    mine = todo[info.rank::info.world_size]
+    loader = DataLoader(Subset(dataset, mine), batch_size=1, num_workers=workers,
+                        collate_fn=ava_collate)
+    written = 0
+    for batch in tqdm(loader, desc=desc, disable=not info.is_main, leave=False):
+        meta, proposals = batch["meta"][0], batch["proposals"][0]
+        features = proposals.new_zeros((0, writer.channels))
+        if len(proposals):
+            rois = boxes_to_rois([proposals.to(device)])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                features = roi_bank_features(model, batch["clips"].to(device), rois)
+        writer.add(meta["video_id"], int(meta["timestamp"]), features.float().cpu().numpy())
+        written += 1
+    writer.close()
+    return written
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("python -m stdet extract-lfb", add_help=add_help,
+                                description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("config", help="lfb_slowonly_r50_ava_infer[:mini], an LFB config (its bank "
+                                  "model) or any config NAME[:mini] / config.json")
+    p.add_argument("checkpoint", help="the trained short-term detector (stdet or MMAction2)")
+    p.add_argument("--split", choices=("train", "val"), required=True)
+    p.add_argument("--half", action="store_true", help="store float16 (half the size)")
+    p.add_argument("--out", help="bank directory (default: DATA_ROOT/lfb)")
+    p.add_argument("--data-root", help="AVA root (default: the config's data.root)")
+    p.add_argument("--shard-size", type=int, default=256, help="keyframes per resumable shard")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.data import build_dataset
+    from ..models import build_detector
+
+    cfg = bank_model_config(args.config, args.cfg_options)
+    out = Path(args.out or Path(args.data_root or cfg.data.root) / "lfb")
+    info, device = init_distributed(args.device)
+    try:
+        model = build_detector(cfg.model).to(device)
+        report = load_checkpoint(model, args.checkpoint)
+        if info.is_main and (report.missing or report.unexpected or report.mismatched):
+            print(report, file=sys.stderr)
+        dataset = build_dataset(cfg, args.split, args.data_root, train=False)
+        writer = BankWriter(out, args.split, int(model.backbone.feature_channels),
+                            "float16" if args.half else "float32", rank=info.rank,
+                            shard_size=args.shard_size)
+        skipped = len(writer.done)
+        barrier(info)  # every process has read the same shards before any writes a new one
+        written = extract(model, dataset, writer, device, info, cfg.data.workers,
+                          desc=f"lfb {args.split}")
+        barrier(info)
+        if info.is_main:
+            bank = merge_shards(out, args.split)
+            size = bank.num_rows * bank.channels * bank.dtype.itemsize
+            print(f"{cfg.name}: {written} keyframes extracted"
+                  f"{f', {skipped} kept from an earlier run' if skipped else ''}; "
+                  f"bank {bank.path_npy}: {bank.num_rows} features x {bank.channels} "
+                  f"({bank.dtype.name}, {size / 2**20:.1f} MiB)")
+    finally:
+        cleanup(info)
+    return 0
+
