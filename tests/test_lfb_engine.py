@@ -96,6 +96,18 @@ def test_extraction_stores_each_proposals_pooled_roi_feature(banks, root, bank_c
         np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_dry_run_counts_the_banks_rows(banks, root, bank_ckpt, capsys):
+    for split in ("train", "val"):
+        capsys.readouterr()
+        assert extract(root, bank_ckpt, split, "--dry-run") == 0
+        bank = FeatureBank.load(banks, split)
+        printed = capsys.readouterr().out
+        assert f"{len(bank.keys)} keyframes, {bank.num_rows} RoIs x {bank.channels} channels" in printed
+        data_bytes = bank.num_rows * bank.channels * 4
+        assert f"{data_bytes / 2**20:.1f} MiB in float32" in printed
+        assert 0 < bank.path_npy.stat().st_size - data_bytes <= 4096  # the file: data + header
+
+
 def test_half_bank_is_the_float_bank_rounded(banks, root, bank_ckpt, tmp_path):
     assert extract(root, bank_ckpt, "val", "--half", "--out", str(tmp_path)) == 0
     half, full = FeatureBank.load(tmp_path, "val"), FeatureBank.load(banks, "val")

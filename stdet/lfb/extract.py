@@ -44,6 +44,20 @@ def bank_model_config(text: str, overrides: list[str] | None = None) -> Config:
     return cfg
 
 
+def count_rois(dataset) -> int:
+    """How many features the bank of ``dataset``'s keyframes will hold (its proposal selection:
+    score threshold, at most ``max_proposals``, the whole frame where a keyframe has none),
+    counted without reading a frame."""
+    from ..data.annotations import img_key
+    from ..data.proposals import select_proposals
+
+    if dataset.proposals is None:
+        return sum(len(dataset.annotations[key].boxes) for key in dataset.keys)
+    return sum(len(select_proposals(dataset.proposals.get(img_key(*key)),
+                                    dataset.person_det_score_thr, dataset.max_proposals)[0])
+               for key in dataset.keys)
+
+
 def roi_bank_features(model: nn.Module, clips: Tensor, rois: Tensor) -> Tensor:
     """``(K, C)``: each RoI's feature map, averaged over time (by the RoI extractor) and
     max-pooled over space."""
@@ -90,6 +104,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="AVA root (default: the config's data.root)")
     p.add_argument("--shard-size", type=int, default=256, help="keyframes per resumable shard")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only count the keyframes and RoIs and print the bank's size")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     return p
 
@@ -101,6 +117,17 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = bank_model_config(args.config, args.cfg_options)
     out = Path(args.out or Path(args.data_root or cfg.data.root) / "lfb")
+    if args.dry_run:
+        from ..models import build_backbone
+        from .bank import bank_nbytes
+
+        dataset = build_dataset(cfg, args.split, args.data_root, train=False)
+        rois = count_rois(dataset)
+        channels = int(build_backbone(cfg.model.backbone).feature_channels)
+        sizes = ", ".join(f"{bank_nbytes(rois, channels, d) / 2**20:.1f} MiB in {d}"
+                          for d in ("float32", "float16"))
+        print(f"{args.split}: {len(dataset)} keyframes, {rois} RoIs x {channels} channels: {sizes}")
+        return 0
     info, device = init_distributed(args.device)
     try:
         model = build_detector(cfg.model).to(device)
