@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, replace
 
@@ -288,7 +289,8 @@ def _parse_value(text: str, annotation, key: str):
     args = typing.get_args(annotation)
     if text in ("None", "none", "null") and type(None) in args:
         return None
-    if annotation is str or (origin is typing.Union and str in args):
+    union = origin in (typing.Union, types.UnionType)  # Optional[str] or str | None
+    if annotation is str or (union and str in args):
         return text
     if annotation is bool:
         if text.lower() in ("true", "1", "yes"):
@@ -308,7 +310,7 @@ def _parse_value(text: str, annotation, key: str):
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     if origin is tuple and isinstance(value, (int, float)) and not isinstance(value, bool):
         return (value,)  # `milestones=4` means (4,)
-    if isinstance(value, (int, float)) and (origin is typing.Union and (float in args or int in args)):
+    if isinstance(value, (int, float)) and union and (float in args or int in args):
         return value
     raise ValueError(f"{key}: expected {annotation}, got {text!r}")
 

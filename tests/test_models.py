@@ -256,6 +256,12 @@ def test_overrides_are_typed_and_typos_list_valid_keys():
     assert new.model.head.dropout == 0.3 and isinstance(new.optim.lr, float) and new.optim.lr == 1.0
     assert new.data.custom_classes == (3, 6) and new.model.head.with_global is True
     assert new.schedule.milestones == (4, 8) and cfg.model.head.dropout == 0.5
+    # `str | None` fields take a path or None; a single number fills a tuple field
+    paths = apply_overrides(cfg, ["model.backbone.pretrained=/data/k400/slowonly.pth",
+                                  "schedule.milestones=5"])
+    assert paths.model.backbone.pretrained == "/data/k400/slowonly.pth"
+    assert paths.schedule.milestones == (5,)
+    assert apply_overrides(cfg, ["model.backbone.pretrained=None"]).model.backbone.pretrained is None
     assert "model.backbone.depth" in valid_keys(cfg)
     with pytest.raises(KeyError, match="model.head.dropout"):
         apply_overrides(cfg, ["model.head.dropuot=0.3"])
