@@ -178,6 +178,15 @@ class AVADataset(Dataset):
                               f"({self.skipped} skipped so far in this process)", stacklevel=2)
         raise AVADataError(self.ann_file, "no readable keyframe left")
 
+    def proposals_of(self, key: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The keyframe's person boxes (normalised) and scores: its selected proposals, or its
+        ground-truth boxes (score 1) when the dataset has no proposal file."""
+        if self.proposals is None:
+            boxes = self.annotations[key].boxes
+            return boxes, np.ones(len(boxes), np.float32)
+        return select_proposals(self.proposals.get(img_key(*key)), self.person_det_score_thr,
+                                self.max_proposals)
+
     def _load(self, key: tuple[str, int]) -> dict:
         video, t = key
         kf = self.annotations[key]
@@ -186,11 +195,7 @@ class AVADataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.train else None
         clip, indices = read_keyframe_clip(self.source, video, t, self.clip_len, self.frame_interval, rng)
         height, width = clip.shape[1:3]
-        if self.proposals is None:
-            proposals, scores = kf.boxes, np.ones(len(kf.boxes), np.float32)
-        else:
-            proposals, scores = select_proposals(self.proposals.get(img_key(video, t)),
-                                                 self.person_det_score_thr, self.max_proposals)
+        proposals, scores = self.proposals_of(key)
         labels = self._labels(kf)
         keep = labels.any(axis=1) if self.custom_classes is not None else np.ones(len(labels), bool)
         boxes = [boxes_to_pixels(proposals, width, height), boxes_to_pixels(kf.boxes[keep], width, height)]

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from ..configs import Config
+from ..configs import Config, LFBConfig
 from ..data.dataset import AVADataset, ava_collate
 from ..data.layout import AVALayout
 from ..data.transforms import test_transforms, train_transforms
@@ -45,9 +45,10 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
 
 
 def bank_root(cfg: Config, root: str | Path | None = None) -> Path:
-    """Where the config's long-term feature bank lives: ``model.lfb.bank_dir``, relative to the
-    data root unless absolute."""
-    return Path(root or cfg.data.root) / cfg.model.lfb.bank_dir
+    """Where the config's long-term feature bank lives: ``model.lfb.bank_dir`` (the default one
+    for a config without LFB, such as the bank model's), relative to the data root unless
+    absolute."""
+    return Path(root or cfg.data.root) / (cfg.model.lfb or LFBConfig()).bank_dir
 
 
 def long_term_of(batch: dict, device: torch.device) -> dict:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from ..configs import Config
 from ..engine.distributed import DistInfo, barrier, cleanup, init_distributed
-from .bank import BankWriter, merge_shards
+from .bank import BankWriter, bank_nbytes, merge_shards
 
 
 def bank_model_config(text: str, overrides: list[str] | None = None) -> Config:
@@ -33,29 +33,21 @@ def bank_model_config(text: str, overrides: list[str] | None = None) -> Config:
     from .. import zoo
     from ..engine.train import resolve_config
 
+    def bank_model(mini: bool) -> Config:
+        return resolve_config(f"{zoo.LFB_BANK_BACKBONE}{':mini' if mini else ''}", overrides)
+
     name, _, scale = text.partition(":")
     if name.removesuffix("_mini") == zoo.LFB_BANK_CONFIG:
-        mini = scale == "mini" or name.endswith("_mini")
-        text = f"{zoo.LFB_BANK_BACKBONE}{':mini' if mini else ''}"
+        return bank_model(scale == "mini" or name.endswith("_mini"))
     cfg = resolve_config(text, overrides)
-    if cfg.model.lfb is not None:
-        cfg = resolve_config(f"{zoo.LFB_BANK_BACKBONE}{':mini' if cfg.scale == 'mini' else ''}",
-                             overrides)
-    return cfg
+    return bank_model(cfg.scale == "mini") if cfg.model.lfb is not None else cfg
 
 
 def count_rois(dataset) -> int:
     """How many features the bank of ``dataset``'s keyframes will hold (its proposal selection:
     score threshold, at most ``max_proposals``, the whole frame where a keyframe has none),
     counted without reading a frame."""
-    from ..data.annotations import img_key
-    from ..data.proposals import select_proposals
-
-    if dataset.proposals is None:
-        return sum(len(dataset.annotations[key].boxes) for key in dataset.keys)
-    return sum(len(select_proposals(dataset.proposals.get(img_key(*key)),
-                                    dataset.person_det_score_thr, dataset.max_proposals)[0])
-               for key in dataset.keys)
+    return sum(len(dataset.proposals_of(key)[0]) for key in dataset.keys)
 
 
 def roi_bank_features(model: nn.Module, clips: Tensor, rois: Tensor) -> Tensor:
@@ -70,14 +62,12 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
             workers: int = 0, desc: str = "lfb") -> int:
     """Write the features of this process's share of ``dataset``'s keyframes that ``writer``
     does not hold yet; returns how many keyframes were written."""
-    from ..data.dataset import ava_collate
+    from ..engine.data import eval_loader
     from ..models.detector import boxes_to_rois
 
     model.eval()
     todo = [i for i, key in enumerate(dataset.keys) if key not in writer.done]
-    mine = todo[info.rank::info.world_size]
-    loader = DataLoader(Subset(dataset, mine), batch_size=1, num_workers=workers,
-                        collate_fn=ava_collate)
+    loader = eval_loader(Subset(dataset, todo), workers, info)  # this process's share
     written = 0
     for batch in tqdm(loader, desc=desc, disable=not info.is_main, leave=False):
         meta, proposals = batch["meta"][0], batch["proposals"][0]
@@ -112,14 +102,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from ..engine.checkpoint import load_checkpoint
-    from ..engine.data import build_dataset
+    from ..engine.data import bank_root, build_dataset
     from ..models import build_detector
 
     cfg = bank_model_config(args.config, args.cfg_options)
-    out = Path(args.out or Path(args.data_root or cfg.data.root) / "lfb")
+    out = Path(args.out) if args.out else bank_root(cfg, args.data_root)
     if args.dry_run:
         from ..models import build_backbone
-        from .bank import bank_nbytes
 
         dataset = build_dataset(cfg, args.split, args.data_root, train=False)
         rois = count_rois(dataset)
@@ -145,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
         barrier(info)
         if info.is_main:
             bank = merge_shards(out, args.split)
-            size = bank.num_rows * bank.channels * bank.dtype.itemsize
+            size = bank_nbytes(bank.num_rows, bank.channels, bank.dtype)
             print(f"{cfg.name}: {written} keyframes extracted"
                   f"{f', {skipped} kept from an earlier run' if skipped else ''}; "
                   f"bank {bank.path_npy}: {bank.num_rows} features x {bank.channels} "
