@@ -162,36 +162,45 @@ MINI_STAGE_BLOCKS = (1, 1, 1, 1)
 
 MINI_WIDTH_DIVISOR = 8      # base width 64 -> 8
 MINI_LR_PER_CLIP = 0.8      # from scratch; 3.2 at the default batch of 4
+MINI_FINETUNE_LR_PER_CLIP = 0.1   # from the mini SlowOnly; 0.4 at the default batch of 4
+MINI_FINETUNE_EPOCHS = 2
 MINI_FAST_LR_MULT = 0.1     # SlowFast's fast pathway and laterals
 
 
 def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int | None = None,
-         batch_size: int = 4) -> Config:
+         batch_size: int = 4, pretrained: str | None = None) -> Config:
     """The CPU counterpart of ``cfg`` for mini-AVA (128x96 frames at 30 fps).
 
     Same architecture family and code path; one block per stage and an eighth of the width
     (SlowFast keeps channel ratio 4 for its fast pathway); the clip's frame sampling is unchanged
-    (mini-AVA has AVA's frame rate) and frames keep their 96-pixel short side.
+    (mini-AVA has AVA's frame rate) and frames keep their 96-pixel short side. The crop (128)
+    keeps the frame's whole height, as the zoo's 256 crop of a 256-320 short side keeps most of
+    AVA's frame: a tighter crop cuts off the other actors that interaction classes depend on.
 
-    Training differs from the zoo's where the setting differs: a mini model starts from scratch
-    (no Kinetics weights) and has a few hundred steps on about 200 training keyframes. The zoo's
-    learning rate, scaled linearly to the mini batch (0.0125 for 8 clips), fine-tunes a pretrained
-    backbone and leaves a model trained from scratch near chance in that budget; mini configs use
-    ``MINI_LR_PER_CLIP`` per clip in the batch, which a sweep from 0.0125 to 3.2 per clip found
-    best for the mini SlowOnly. The crop (128) keeps the frame's whole height, as the zoo's 256
-    crop of a 256-320 short side keeps most of AVA's frame: a tighter crop cuts off the other
-    actors that interaction classes depend on. ``epochs`` defaults to 8 for clips of up to 8
-    frames and 4 for SlowFast's 32-frame clips, about the same CPU time.
+    Every zoo model fine-tunes a Kinetics-pretrained backbone. At mini scale one model, the mini
+    SlowOnly, trains from scratch (``pretrained=None``) and stands in for Kinetics: the other mini
+    configs fine-tune from its checkpoint (``pretrained``; a SlowFast backbone takes it as its
+    slow pathway, see :func:`stdet.engine.checkpoint.init_backbone`).
+
+    - From scratch: a few hundred steps on about 200 training keyframes. The zoo's learning rate,
+      scaled linearly to the mini batch (0.0125 per clip), is a fine-tuning rate and leaves a
+      model trained from scratch near chance; ``MINI_LR_PER_CLIP`` per clip, which a sweep from
+      0.0125 to 3.2 per clip found best, for ``epochs`` (default 8).
+    - Fine-tuning: ``MINI_FINETUNE_LR_PER_CLIP`` per clip for ``epochs`` (default
+      ``MINI_FINETUNE_EPOCHS``). Only a conv+BN chain trains stably at the from-scratch rate:
+      SlowFast, ACRN, non-local and long-term-feature-bank models trained from scratch at it stay
+      near chance on mini-AVA.
     """
     if cfg.scale == "mini":
         return cfg
     if epochs is None:
-        epochs = 8 if cfg.data.clip_len <= 8 else 4
+        epochs = 8 if pretrained is None else MINI_FINETUNE_EPOCHS
     bb = cfg.model.backbone
     backbone = replace(bb, stage_blocks=MINI_STAGE_BLOCKS,
                        base_channels=bb.base_channels // MINI_WIDTH_DIVISOR,
                        channel_ratio=min(bb.channel_ratio, 4),
-                       non_local=_mini_non_local(bb.non_local, MINI_STAGE_BLOCKS), pretrained=None)
+                       non_local=_mini_non_local(bb.non_local, MINI_STAGE_BLOCKS),
+                       pretrained=pretrained)
     head = cfg.model.head
     lfb = cfg.model.lfb
     if lfb is not None:
@@ -204,18 +213,20 @@ def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int | None = None,
     # are 10-20 times the slow pathway's and the model learns little motion
     lr_mult = ((("backbone.fast.", MINI_FAST_LR_MULT), ("backbone.laterals.", MINI_FAST_LR_MULT))
                if bb.arch == "slowfast" else ())
-    optim = replace(cfg.optim, lr=MINI_LR_PER_CLIP * batch_size, reference_batch=batch_size,
+    per_clip = MINI_LR_PER_CLIP if pretrained is None else MINI_FINETUNE_LR_PER_CLIP
+    optim = replace(cfg.optim, lr=per_clip * batch_size, reference_batch=batch_size,
                     batch_per_gpu=batch_size, lr_mult=lr_mult)
     # a half-epoch warmup, and step decays in the last quarter: from scratch, the model needs
     # most of its few hundred steps at the full rate (the zoo's decays at 1/2 and 3/4 of training
-    # leave a mini SlowOnly at 0.37 val mAP instead of 0.43)
+    # leave a mini SlowOnly at 0.37 val mAP instead of 0.43); a 2-epoch fine-tune has no decay
     k = len(cfg.schedule.milestones)
     milestones = tuple(sorted({round(epochs * (0.75 + 0.25 * i / k)) for i in range(k)}))
     schedule = replace(cfg.schedule, epochs=epochs, warmup_epochs=0.5, warmup_iters=0,
                        milestones=milestones)
+    pretrain = "none" if pretrained is None else "mini SlowOnly"
     return replace(cfg, name=f"{cfg.name}_mini", model=replace(cfg.model, backbone=backbone,
                    head=head, lfb=lfb), data=data, optim=optim, schedule=schedule,
-                   published=Published(gpus="0 (CPU)", pretrain="none"), scale="mini")
+                   published=Published(gpus="0 (CPU)", pretrain=pretrain), scale="mini")
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -204,6 +204,19 @@ LFB_BANK_CONFIG = "lfb_slowonly_r50_ava_infer"
 LFB_BANK_BACKBONE = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"
 
 
+# The mini SlowOnly trains from scratch and stands in for the Kinetics checkpoints: every other
+# mini config fine-tunes from it, except the custom-classes one, which is compared with it.
+MINI_BASE = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"
+MINI_FROM_SCRATCH = (MINI_BASE, f"{MINI_BASE}_custom_classes")
+
+
+def mini_pretrained(name: str) -> str | None:
+    """Where the mini config ``name`` takes its backbone from: None (from scratch), or the last
+    checkpoint of the mini SlowOnly in its default work dir (``python -m stdet train
+    MINI_BASE:mini`` writes it; ``--cfg-options model.backbone.pretrained=PATH`` picks another)."""
+    return None if name in MINI_FROM_SCRATCH else f"work_dirs/{MINI_BASE}_mini/latest.pth"
+
+
 def names() -> list[str]:
     """Every zoo config name, grouped by family (SlowOnly, SlowFast, AVA 2.2, LFB, custom classes)."""
     return list(ZOO)
@@ -221,7 +234,7 @@ def get(name: str, scale: str = "full") -> Config:
     if scale == "full":
         return ZOO[name]
     if scale == "mini":
-        return mini(ZOO[name])
+        return mini(ZOO[name], pretrained=mini_pretrained(name))
     raise ValueError(f"scale must be 'full' or 'mini', got {scale!r}")
 
 

@@ -24,7 +24,7 @@ import torch
 from stdet import zoo
 from stdet.data.errors import AVADataError
 from stdet.engine.checkpoint import (_Inert, convert_checkpoint, convert_state_dict,
-                                     load_checkpoint, load_state_dict_file, read_checkpoint,
+                                     init_backbone, load_checkpoint, load_state_dict_file, read_checkpoint,
                                      save_checkpoint)
 from stdet.models import build_backbone, build_detector
 
@@ -344,6 +344,59 @@ def test_kinetics_checkpoint_into_detector(kinetics_ckpt, slowonly_detector):
     backbone_file = {k: v for k, v in file_state.items() if k.startswith("backbone.")}
     assert_loaded(slowonly_detector.backbone, backbone_file, prefix="backbone.")
     assert_same_state(clone_state(slowonly_detector.head), head_before)
+
+
+def test_init_backbone_takes_the_kinetics_backbone_only(kinetics_ckpt, slowonly_detector):
+    path, file_state = kinetics_ckpt
+    head_before = clone_state(slowonly_detector.head)
+    report = init_backbone(slowonly_detector, path)
+    assert report.unexpected == report.missing == report.mismatched == []
+    backbone_file = {k: v for k, v in file_state.items() if k.startswith("backbone.")}
+    assert_loaded(slowonly_detector.backbone, backbone_file, prefix="backbone.")
+    assert_same_state(clone_state(slowonly_detector.head), head_before)
+
+
+def test_init_backbone_slowonly_into_slowfast(tmp_path):
+    """A mini SlowOnly detector's backbone becomes a mini SlowFast's slow pathway: the SlowFast
+    model's slow features are then the SlowOnly model's on the slow frames, whatever the fast
+    pathway computes, because the slow convs' lateral input channels start at zero."""
+    from stdet.models.slowfast import temporal_subsample
+
+    torch.manual_seed(0)
+    slowonly = build_detector(zoo.get(SLOWONLY, scale="mini").model).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for bn in (m for m in slowonly.modules() if isinstance(m, torch.nn.BatchNorm3d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(tmp_path / "so.pth", slowonly)
+    for name in (SLOWFAST, ACRN, "slowfast_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"):
+        torch.manual_seed(1)
+        slowfast = build_detector(zoo.get(name, scale="mini").model).eval()
+        fast_before = clone_state(slowfast.backbone.fast)
+        head_before = clone_state(slowfast.head)
+        report = init_backbone(slowfast, tmp_path / "so.pth")
+        assert report.unexpected == report.mismatched == [], name
+        assert report.missing and all(k.startswith(("backbone.fast.", "backbone.laterals."))
+                                      for k in report.missing), name
+        assert report.loaded == sorted(f"backbone.slow.{k}" for k in slowonly.backbone.state_dict()), name
+        assert_same_state(clone_state(slowfast.backbone.fast), fast_before)
+        assert_same_state(clone_state(slowfast.head), head_before)
+        conv1 = slowfast.backbone.slow.layer1[0].conv1.weight
+        c = slowonly.backbone.layer1[0].conv1.weight.shape[1]
+        assert conv1.shape[1] > c and torch.equal(conv1[:, :c], slowonly.backbone.layer1[0].conv1.weight)
+        assert not conv1[:, c:].any()
+        clip = torch.randn(2, 3, 32, 96, 128)
+        with torch.no_grad():
+            slow, _ = slowfast.backbone(clip)
+            expected = slowonly.backbone(temporal_subsample(clip, slowfast.backbone.resample_rate))
+        torch.testing.assert_close(slow, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_init_backbone_without_backbone_weights(tmp_path):
+    save_checkpoint(tmp_path / "head.pth", {"head.classifier.weight": torch.zeros(2, 2)})
+    model = build_detector(zoo.get(SLOWONLY, scale="mini").model)
+    with pytest.raises(KeyError, match="head.pth: no backbone"):
+        init_backbone(model, tmp_path / "head.pth")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stdet import build_detector, cli
+from stdet import build_detector, cli, zoo
 from stdet.configs import ScheduleConfig, config_from_dict, config_to_dict, load_config
 from stdet.data import AVALayout, read_label_map
 from stdet.data.mini_ava import CLASS_IDS
@@ -63,6 +63,7 @@ FAMILIES = {
 }
 # everything a run needs, independent of the mini() defaults (the later of two equal keys wins)
 TINY = ["data.workers=0", "optim.batch_per_gpu=4", "optim.lr=0.05", "schedule.epochs=2",
+        "model.backbone.pretrained=None",
         "schedule.eval_interval=1"]
 TRAIN_KEYS = {"mode", "epoch", "iter", "step", "lr", "data_time", "time", "memory_mb", "loss",
               "recall@top3"}
@@ -638,3 +639,26 @@ def test_unknown_zoo_name(tmp_path, capsys):
     proc = stdet("train", "slowfast_r50_nonsense", "--work-dir", str(tmp_path / "w"))
     assert proc.returncode == 1 and "error: no zoo config named 'slowfast_r50_nonsense'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_mini_configs_fine_tune_from_the_mini_slowonly(root, tmp_path, monkeypatch, capsys):
+    """A mini SlowFast takes its backbone from the mini SlowOnly's default work dir; without that
+    checkpoint, ``train`` says which command makes it and writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [o for o in TINY if not o.startswith("model.backbone.pretrained")]
+    argv = ["train", FAMILIES["slowfast"], "--work-dir", "sf", "--data-root", str(root),
+            "--device", "cpu", "--cfg-options", *tiny, "schedule.epochs=1"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"no file work_dirs/{zoo.MINI_BASE}_mini/latest.pth" in err
+    assert f"python -m stdet train {zoo.MINI_BASE}:mini" in err and "Traceback" not in err
+    assert not Path("sf").exists()
+
+    assert cli.main(["train", f"{zoo.MINI_BASE}:mini", "--data-root", str(root), "--device", "cpu",
+                     "--cfg-options", *tiny, "schedule.epochs=1"]) == 0
+    base = Path("work_dirs", f"{zoo.MINI_BASE}_mini", "latest.pth")
+    assert base.is_file()
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"backbone initialised from work_dirs/{zoo.MINI_BASE}_mini/latest.pth" in out
+    assert "missing (kept the model's values)" in out  # the fast pathway and the laterals

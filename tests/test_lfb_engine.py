@@ -33,6 +33,7 @@ BANK = "lfb_slowonly_r50_ava_infer:mini"
 LFB_CONFIGS = [f"lfb_{fbo}_kinetics_pretrained_slowonly_r50_4x16x1_20e_ava_rgb:mini"
                for fbo in ("nl", "avg", "max")]
 TINY = ["data.workers=0", "optim.batch_per_gpu=4", "optim.lr=0.05", "schedule.epochs=1",
+        "model.backbone.pretrained=None",
         "schedule.eval_interval=1"]
 
 

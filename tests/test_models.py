@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from stdet import zoo
 from stdet.cli import main
-from stdet.configs import (MINI_LR_PER_CLIP, MINI_WIDTH_DIVISOR, Config, apply_overrides, mini,
+from stdet.configs import (MINI_FINETUNE_EPOCHS, MINI_FINETUNE_LR_PER_CLIP, MINI_LR_PER_CLIP,
+                           MINI_WIDTH_DIVISOR, Config, apply_overrides, mini,
                            valid_keys)
 from stdet.models import NonLocal3d, SlowFast, SlowOnly, build_backbone, build_detector, count_parameters
 from stdet.models.complexity import model_complexity
@@ -225,11 +226,12 @@ def test_unknown_name_suggests_close_ones():
 
 def test_mini_counterpart():
     full = zoo.get("slowfast_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb")
-    small = mini(full)
+    small = mini(full, pretrained=zoo.mini_pretrained(full.name))
     assert zoo.get(full.name + "_mini") == small == zoo.get(full.name, scale="mini")
     assert small.model.backbone.arch == full.model.backbone.arch
     assert (small.data.clip_len, small.data.frame_interval) == (32, 2)
-    assert small.optim.lr == pytest.approx(MINI_LR_PER_CLIP * small.optim.batch_per_gpu)
+    assert small.optim.lr == pytest.approx(MINI_FINETUNE_LR_PER_CLIP * small.optim.batch_per_gpu)
+    assert mini(full).optim.lr == pytest.approx(MINI_LR_PER_CLIP * small.optim.batch_per_gpu)
     assert small.optim.reference_batch == small.optim.batch_per_gpu
     assert small.schedule.policy == "cosine" and small.published.map is None
     assert small.model.backbone.base_channels * MINI_WIDTH_DIVISOR == full.model.backbone.base_channels
@@ -246,7 +248,14 @@ def test_zoo_backbones_start_from_the_published_kinetics_checkpoint():
         assert cfg.model.backbone.pretrained == cfg.published.pretrained, name
         assert cfg.published.pretrained.startswith("https://") and cfg.published.pretrained.endswith(
             ".pth"), name
-        assert zoo.get(name, scale="mini").model.backbone.pretrained is None, name
+        small = zoo.get(name, scale="mini")
+        if name in zoo.MINI_FROM_SCRATCH:
+            assert small.model.backbone.pretrained is None, name
+            assert small.optim.lr == MINI_LR_PER_CLIP * small.optim.batch_per_gpu, name
+        else:  # the mini SlowOnly's checkpoint stands in for Kinetics
+            assert small.model.backbone.pretrained == f"work_dirs/{zoo.MINI_BASE}_mini/latest.pth"
+            assert small.optim.lr == MINI_FINETUNE_LR_PER_CLIP * small.optim.batch_per_gpu, name
+            assert small.schedule.epochs == MINI_FINETUNE_EPOCHS, name
 
 
 def test_overrides_are_typed_and_typos_list_valid_keys():

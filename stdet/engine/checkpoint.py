@@ -213,20 +213,29 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Fa
     own = model.state_dict()
     if not any(k.startswith("backbone.") for k in own) and any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return _load_matching(model, state, path, strict=strict)
+
+
+def _load_matching(module: nn.Module, state: dict[str, Tensor], path, prefix: str = "",
+                   strict: bool = False) -> LoadReport:
+    """Load the tensors of ``state`` whose name and shape ``module`` has; report the rest (names
+    shown with ``prefix``)."""
+    own = module.state_dict()
     report = LoadReport(str(path))
     usable = {}
     for key, value in state.items():
         if key not in own:
-            report.unexpected.append(key)
+            report.unexpected.append(prefix + key)
         elif own[key].shape != value.shape:
-            report.mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+            report.mismatched.append(f"{prefix}{key}: file {tuple(value.shape)} vs model "
+                                     f"{tuple(own[key].shape)}")
         else:
             usable[key] = value
-    report.missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
-    report.loaded = sorted(usable)
+    report.missing = [prefix + k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    report.loaded = sorted(prefix + k for k in usable)
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise KeyError(str(report))
-    model.load_state_dict(usable, strict=False)
+    module.load_state_dict(usable, strict=False)
     return report
 
 
@@ -245,3 +254,36 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict[s
     state = load_state_dict_file(src)
     save_checkpoint(dst, state, meta={"converted_from": str(src)})
     return state
+
+
+def _is_two_pathway(keys) -> bool:
+    return any(k.startswith(("slow.", "fast.")) for k in keys)
+
+
+def init_backbone(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Initialise ``model.backbone`` from the ``backbone.*`` weights of a checkpoint.
+
+    The file is a Kinetics recognizer or an AVA detector, MMAction2's or stdet's; its other
+    weights (a classifier for other classes, another head) are not used. A single-pathway
+    (SlowOnly) backbone also initialises a SlowFast one: its weights go to the slow pathway, and
+    the input channels that the slow pathway's convs receive from the laterals start at zero, so
+    the SlowFast model starts out computing the SlowOnly one's slow features, and the fast pathway
+    and the laterals start from their own initialisation.
+    """
+    state = {k[len("backbone."):]: v for k, v in load_state_dict_file(path).items()
+             if k.startswith("backbone.")}
+    if not state:
+        raise KeyError(f"{path}: no backbone.* weights")
+    own = model.backbone.state_dict()
+    inflate = _is_two_pathway(own) and not _is_two_pathway(state)
+    if inflate:
+        state = {f"slow.{k}": v for k, v in state.items()}
+        for key, value in state.items():
+            target = own.get(key)
+            if (target is not None and value.dim() == 5 and target.dim() == 5
+                    and target.shape[0] == value.shape[0] and target.shape[2:] == value.shape[2:]
+                    and target.shape[1] > value.shape[1]):
+                padded = value.new_zeros(target.shape)
+                padded[:, : value.shape[1]] = value   # slow channels first, then the lateral's
+                state[key] = padded
+    return _load_matching(model.backbone, state, path, prefix="backbone.")

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..configs import Config, apply_overrides, load_config, save_config
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import init_backbone, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
 from .logger import JsonlLogger
@@ -118,20 +118,38 @@ def memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def pretrained_file(cfg: Config) -> str | None:
+    """The local file of ``model.backbone.pretrained`` (a URL is downloaded to torch's hub cache
+    later, by :func:`build_model`); a local path that does not exist is a ``TrainingError`` that
+    says how to make it."""
+    pretrained = cfg.model.backbone.pretrained
+    if not pretrained:
+        return None
+    if "://" in pretrained:
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pretrained))
+    if not os.path.exists(pretrained):
+        hint = ""
+        if cfg.scale == "mini":
+            from ..zoo import MINI_BASE
+            hint = (f"; a mini config fine-tunes from the mini SlowOnly: train it first with "
+                    f"`python -m stdet train {MINI_BASE}:mini --data-root DIR`, or pass "
+                    f"--cfg-options model.backbone.pretrained=PATH (None: from scratch)")
+        raise TrainingError(f"model.backbone.pretrained: no file {pretrained}{hint}")
+    return pretrained
+
+
 def build_model(cfg: Config, info: DistInfo) -> nn.Module:
     """The detector, with its backbone initialised from ``model.backbone.pretrained``."""
     from ..models import build_detector
 
     model = build_detector(cfg.model)
-    pretrained = cfg.model.backbone.pretrained
-    if pretrained:
-        path = pretrained
-        if "://" in pretrained:
-            path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pretrained))
-            if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                torch.hub.download_url_to_file(pretrained, path)
-        report = load_checkpoint(model, path)
+    path = pretrained_file(cfg)
+    if path is not None:
+        pretrained = cfg.model.backbone.pretrained
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.hub.download_url_to_file(pretrained, path)
+        report = init_backbone(model, path)
         if info.is_main:
             print(f"backbone initialised from {pretrained}:\n{report}")
     return model
@@ -144,6 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     from .test import evaluate_split
 
     cfg = resolve_config(args.config, args.cfg_options)
+    pretrained_file(cfg)  # before the work dir is touched
     info, device = init_distributed(args.device)
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     if args.deterministic:
