@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..configs import Config, apply_overrides, load_config, save_config
-from .checkpoint import init_backbone, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
 from .logger import JsonlLogger
