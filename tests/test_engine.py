@@ -46,7 +46,7 @@ from stdet.configs import ScheduleConfig, config_from_dict, config_to_dict, load
 from stdet.data import AVALayout, read_label_map
 from stdet.data.mini_ava import CLASS_IDS
 from stdet.engine import train
-from stdet.engine.checkpoint import load_checkpoint, read_checkpoint
+from stdet.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from stdet.engine.data import build_dataset
 from stdet.engine.distributed import DistInfo
 from stdet.engine.logger import read_log
@@ -662,3 +662,20 @@ def test_mini_configs_fine_tune_from_the_mini_slowonly(root, tmp_path, monkeypat
     out = capsys.readouterr().out
     assert f"backbone initialised from work_dirs/{zoo.MINI_BASE}_mini/latest.pth" in out
     assert "missing (kept the model's values)" in out  # the fast pathway and the laterals
+
+
+def test_mini_base_checkpoint_reuses_only_a_finished_run(tmp_path, monkeypatch):
+    work = tmp_path / "base"
+    work.mkdir()
+    epochs = train.resolve_config(f"{zoo.MINI_BASE}:mini").schedule.epochs
+    calls = []
+    monkeypatch.setattr(train, "main", lambda args: calls.append(args))
+    for done, trains in ((epochs - 1, True), (epochs, False)):
+        save_checkpoint(work / "latest.pth", {"w": torch.zeros(1)}, train_state={"epoch": done})
+        calls.clear()
+        assert train.mini_base_checkpoint("ROOT", work, seed=3) == work / "latest.pth"
+        assert bool(calls) == trains, done
+    train.mini_base_checkpoint("ROOT", tmp_path / "fresh", seed=3)
+    (args,) = calls
+    assert (args.config, args.data_root, args.work_dir, args.seed, args.validate) == (
+        f"{zoo.MINI_BASE}:mini", "ROOT", str(tmp_path / "fresh"), 3, True)

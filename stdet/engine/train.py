@@ -308,6 +308,26 @@ def all_finite(loss: torch.Tensor, info: DistInfo) -> bool:
     return bool(finite.item())
 
 
+def mini_base_checkpoint(data_root: str | os.PathLike, work_dir: str | os.PathLike | None = None,
+                         seed: int = 0) -> Path:
+    """The last checkpoint of the mini SlowOnly (``zoo.MINI_BASE:mini``), which the other mini
+    configs fine-tune from: the one in ``work_dir`` (default ``work_dirs/NAME``) if a run there
+    finished every epoch, else trained now (``train --validate --seed seed``)."""
+    from ..zoo import MINI_BASE
+
+    cfg = resolve_config(f"{MINI_BASE}:mini")
+    work_dir = Path(work_dir or Path("work_dirs") / cfg.name)
+    path = work_dir / "latest.pth"
+    if path.is_file():
+        done = read_checkpoint(path).get("train_state", {}).get("epoch")
+        if done == cfg.schedule.epochs:
+            return path
+    main(get_args_parser().parse_args([f"{MINI_BASE}:mini", "--data-root", str(data_root),
+                                       "--work-dir", str(work_dir), "--validate",
+                                       "--seed", str(seed)]))
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command: errors a user can fix are one line, not a traceback."""
     try:
