@@ -110,7 +110,7 @@ class OptimConfig:
 
     def scaled_lr(self, total_batch: int) -> float:
         """Learning rate for ``total_batch`` clips per step: ``lr * total_batch / reference_batch``."""
-        return self.lr * total_batch / self.reference_batch
+        return self.lr * (total_batch / self.reference_batch)  # exactly lr at the reference batch
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Published:
     pretrain: str = "Kinetics-400"
     pretrained: str | None = None          # URL of the Kinetics backbone initialisation
     checkpoint: str | None = None          # URL of the published detector weights
-    custom_classes_map: float | None = None   # custom-class configs: mAP of the all-80 model
+    custom_classes_map: float | None = None   # custom-class configs: mAP (%) of the all-80 model on them
 
 
 @dataclass(frozen=True)

@@ -303,3 +303,12 @@ def test_zoo_table_and_cli(capsys):
     assert main(["zoo", "--filter", "acrn", "--no-complexity"]) == 0
     out = capsys.readouterr().out
     assert "slowfast_acrn_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb" in out and "27.8" in out
+
+
+def test_published_maps_are_percent_and_scaled_lr_is_exact_at_the_reference_batch():
+    for name in zoo.names():
+        cfg = zoo.get(name)
+        for value in (cfg.published.map, cfg.published.custom_classes_map):
+            assert value is None or 10 < value < 60, (name, value)
+        assert cfg.optim.scaled_lr(cfg.optim.reference_batch) == cfg.optim.lr, name
+        assert cfg.optim.scaled_lr(2 * cfg.optim.reference_batch) == 2 * cfg.optim.lr, name
