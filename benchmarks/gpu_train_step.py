@@ -144,7 +144,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = Non
     best = 0.0
     for _ in range(3):
         best = max(best, n * flops / run(n))
-    del a, b, c
     return best, size
 
 
