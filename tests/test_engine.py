@@ -669,13 +669,26 @@ def test_mini_base_checkpoint_reuses_only_a_finished_run(tmp_path, monkeypatch):
     work.mkdir()
     epochs = train.resolve_config(f"{zoo.MINI_BASE}:mini").schedule.epochs
     calls = []
-    monkeypatch.setattr(train, "main", lambda args: calls.append(args))
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(train.subprocess, "run", fake_run)
     for done, trains in ((epochs - 1, True), (epochs, False)):
         save_checkpoint(work / "latest.pth", {"w": torch.zeros(1)}, train_state={"epoch": done})
         calls.clear()
         assert train.mini_base_checkpoint("ROOT", work, seed=3) == work / "latest.pth"
         assert bool(calls) == trains, done
     train.mini_base_checkpoint("ROOT", tmp_path / "fresh", seed=3)
-    (args,) = calls
+    (command,) = calls
+    assert command[1:] == ["-m", "stdet", "train", f"{zoo.MINI_BASE}:mini", "--data-root", "ROOT",
+                           "--work-dir", str(tmp_path / "fresh"), "--validate", "--seed", "3"]
+    # the child's command line parses to the same run
+    args = train.get_args_parser().parse_args(command[4:])
     assert (args.config, args.data_root, args.work_dir, args.seed, args.validate) == (
         f"{zoo.MINI_BASE}:mini", "ROOT", str(tmp_path / "fresh"), 3, True)
+    monkeypatch.setattr(train.subprocess, "run", lambda command, **kwargs:
+                        subprocess.CompletedProcess(command, 1, "", "error: no such data root"))
+    with pytest.raises(train.TrainingError, match="no such data root"):
+        train.mini_base_checkpoint("ROOT", tmp_path / "other", seed=3)

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -312,7 +313,9 @@ def mini_base_checkpoint(data_root: str | os.PathLike, work_dir: str | os.PathLi
                          seed: int = 0) -> Path:
     """The last checkpoint of the mini SlowOnly (``zoo.MINI_BASE:mini``), which the other mini
     configs fine-tune from: the one in ``work_dir`` (default ``work_dirs/NAME``) if a run there
-    finished every epoch, else trained now (``train --validate --seed seed``)."""
+    finished every epoch, else trained now by ``python -m stdet train NAME:mini --validate --seed
+    seed`` in a child process (a notebook kernel that forks DataLoader workers itself is several
+    times slower and leaves stray worker errors behind)."""
     from ..zoo import MINI_BASE
 
     cfg = resolve_config(f"{MINI_BASE}:mini")
@@ -322,9 +325,12 @@ def mini_base_checkpoint(data_root: str | os.PathLike, work_dir: str | os.PathLi
         done = read_checkpoint(path).get("train_state", {}).get("epoch")
         if done == cfg.schedule.epochs:
             return path
-    main(get_args_parser().parse_args([f"{MINI_BASE}:mini", "--data-root", str(data_root),
-                                       "--work-dir", str(work_dir), "--validate",
-                                       "--seed", str(seed)]))
+    command = [sys.executable, "-m", "stdet", "train", f"{MINI_BASE}:mini", "--data-root",
+               str(data_root), "--work-dir", str(work_dir), "--validate", "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TrainingError(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
+                            + done.stderr[-4000:])
     return path
 
 
