@@ -91,6 +91,10 @@ class DataConfig:
     max_proposals: int = 1000
     custom_classes: tuple[int, ...] | None = None
     workers: int = 2                       # data loading processes per GPU
+    frame_source: str = "rawframes"        # "rawframes" (root/rawframes) | "video" (root/videos)
+    # decode JPEG frames at 1/2, 1/4 or 1/8 size when the short side stays >= the size the
+    # transforms rescale it to (max(train_scale) for training, test_scale for testing)
+    reduced_decode: bool = True
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ import torch
 
 from stdet import build_detector, cli, zoo
 from stdet.configs import ScheduleConfig, config_from_dict, config_to_dict, load_config
-from stdet.data import AVALayout, read_label_map
+from stdet.data import AVALayout, MiniAVASpec, generate_mini_ava, read_label_map
 from stdet.data.mini_ava import CLASS_IDS
 from stdet.engine import train
 from stdet.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -692,3 +692,32 @@ def test_mini_base_checkpoint_reuses_only_a_finished_run(tmp_path, monkeypatch):
                         subprocess.CompletedProcess(command, 1, "", "error: no such data root"))
     with pytest.raises(train.TrainingError, match="no such data root"):
         train.mini_base_checkpoint("ROOT", tmp_path / "other", seed=3)
+
+
+def test_build_dataset_decodes_frames_at_the_size_its_transforms_need(tiny_ava, tmp_path):
+    cfg = train.resolve_config(SLOWONLY, TINY)
+    assert build_dataset(cfg, "train", tiny_ava).source.min_short_side == max(cfg.data.train_scale)
+    reduced = build_dataset(cfg, "val", tiny_ava, train=False)
+    assert reduced.source.min_short_side == cfg.data.test_scale
+    full = build_dataset(train.resolve_config(SLOWONLY, [*TINY, "data.reduced_decode=false"]),
+                         "val", tiny_ava, train=False)
+    assert full.source.min_short_side is None
+    # mini-AVA's frames are no larger than the test scale, so nothing is decoded smaller
+    torch.testing.assert_close(reduced[0]["clip"], full[0]["clip"], rtol=0, atol=0)
+
+
+def test_build_dataset_reads_videos_with_frame_source_video(tmp_path):
+    root = tmp_path / "ava"
+    generate_mini_ava(root, seed=0, spec=MiniAVASpec(train_videos=1, val_videos=1, seconds=8),
+                      videos=True, progress=False)
+    cfg = train.resolve_config(SLOWONLY, [*TINY, "data.frame_source=video"])
+    from_video = build_dataset(cfg, "val", root, train=False)
+    from_frames = build_dataset(train.resolve_config(SLOWONLY, TINY), "val", root, train=False)
+    assert from_video.source.video_path(from_video.keys[0][0]).suffix == ".mp4"
+    assert list(from_video.keys) == list(from_frames.keys)
+    a, b = from_video[0]["clip"], from_frames[0]["clip"]
+    assert a.shape == b.shape
+    # the same frames through two lossy codecs (mini-AVA's mp4 is small and coarsely coded)
+    assert type(from_video.source).__name__ == "VideoFile"
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.85
+    assert (a - b).abs().mean() < 0.25  # normalised units: about 15 grey levels

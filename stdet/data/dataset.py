@@ -58,6 +58,9 @@ class AVADataset(Dataset):
             zero-padded to ``(lfb_window * lfb_per_second, C)``. Training draws them at random;
             otherwise the draw depends only on ``(lfb_seed, video, second)``, so a test run is
             reproducible whatever the batch, worker or process layout.
+        min_short_side: rawframes only: JPEGs may be decoded at reduced size as long as their
+            short side stays >= this (see :class:`~stdet.data.frames.RawFrames`); None decodes
+            at full size.
     """
 
     def __init__(self, ann_file: str | os.PathLike, frames_root: str | os.PathLike, *,
@@ -70,7 +73,8 @@ class AVADataset(Dataset):
                  person_det_score_thr: float = 0.9, max_proposals: int = 1000,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  on_error: str = "raise", feature_bank=None, lfb_window: int = 60,
-                 lfb_per_second: int = 5, lfb_seed: int = 0) -> None:
+                 lfb_per_second: int = 5, lfb_seed: int = 0,
+                 min_short_side: int | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if not 0 <= person_det_score_thr <= 1:
@@ -80,7 +84,9 @@ class AVADataset(Dataset):
         self.train = train
         self.transforms = transforms or (train_transforms() if train else test_transforms())
         self.norm = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
-        self.source = open_frame_source(frames_root, frame_source)
+        # reduced-size JPEG decoding is a rawframes option; a video is decoded at its own size
+        self.source = open_frame_source(frames_root, frame_source, **(
+            {"min_short_side": min_short_side} if frame_source == "rawframes" else {}))
         self.person_det_score_thr, self.max_proposals = person_det_score_thr, max_proposals
         self.on_error = on_error
         self.skipped = 0

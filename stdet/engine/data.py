@@ -37,8 +37,11 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
                 f"--out {where}`") from None
         lfb = {"feature_bank": bank, "lfb_window": cfg.model.lfb.window_seconds,
                "lfb_per_second": cfg.model.lfb.max_per_second}
+    needed = max(data.train_scale) if train else data.test_scale
     return AVADataset.from_layout(
-        layout_of(cfg, root), split, train=train, transforms=transforms, clip_len=data.clip_len,
+        layout_of(cfg, root), split, train=train, transforms=transforms,
+        frame_source=data.frame_source, min_short_side=needed if data.reduced_decode else None,
+        clip_len=data.clip_len,
         frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
         custom_classes=data.custom_classes, person_det_score_thr=data.person_det_score_thr,
         max_proposals=data.max_proposals, **lfb)
