@@ -83,3 +83,38 @@ def test_each_group_needs_its_information(probes, classes, blind, seeing):
     assert row_blind["balanced_accuracy"] < row_blind["chance"] + 0.15
     assert row_seeing["balanced_accuracy"] > 0.9
     assert row_blind["n_val"] > 100
+
+
+def test_motion_variant_decides_read_and_text_by_the_lead_in(tmp_path):
+    """long_term="motion": a video reads or texts (half each per split); the actor stands while it
+    does, and the keyframe before it started shows the lead-in, walking (read) or running (text)."""
+    spec = MiniAVASpec(train_videos=4, val_videos=2, seconds=14, long_term="motion")
+    summary = generate_mini_ava(tmp_path, seed=0, spec=spec, progress=False)
+    layout = AVALayout(tmp_path)
+    read, text, stand, walk, run = 48, 57, 12, 14, 10
+    checked = 0
+    for split in ("train", "val"):
+        kinds = summary["splits"][split]["long_term_kind"]
+        assert list(kinds.values()) == ["read", "text"] * (len(kinds) // 2)
+        tracks: dict = {}
+        for (video, t), kf in read_annotations(layout.ann_file(split)).items():
+            for entity, actions in zip(kf.entity_ids, kf.actions):
+                tracks.setdefault((video, int(entity)), {})[t] = set(actions)
+        for (video, _), track in tracks.items():
+            own, other = (read, text) if kinds[video] == "read" else (text, read)
+            if kinds[video] == "read":
+                assert all(run not in a for a in track.values())  # nobody runs in a reading video
+            seconds = sorted(track)
+            for before, t in zip(seconds, seconds[1:]):
+                assert other not in track[t]
+                if own in track[t]:
+                    assert stand in track[t]
+                    if own not in track[before]:  # the hold starts: the lead-in came just before
+                        assert (walk if own == read else run) in track[before]
+                        checked += 1
+    assert checked >= 6
+
+
+def test_spec_rejects_an_unknown_long_term_cue():
+    with pytest.raises(ValueError, match="long_term must be one of"):
+        MiniAVASpec(long_term="colour")

@@ -20,6 +20,17 @@ long-term      read (48), text on/look at a cellphone     the item the actor car
                                                           same grey item
 =============  =========================================  ==========================================
 
+``MiniAVASpec(long_term="motion")`` builds a variant for long-term feature banks. A small model
+does not learn a 4-pixel item's colour, so a bank it writes cannot hold the colour; it does learn
+motion. In this variant the carried item (3 s) and the time away (2-4 s) are a *lead-in* with its
+own motion: walking before reading, running before texting (nobody runs otherwise), and the actor
+stands still while holding the grey item (4-6 s). During the hold the clip shows only a standing
+actor with a grey item; the lead-in, 4 to 13 s earlier, decides read vs text. Every actor of a
+video does the same one (half the videos of each split read, half text), so the lead-ins of the
+others in the video tell it too: at mini scale the bank's features carry no identity to match the
+actor by. The LFB chapter uses 20 train and 12 val videos of 14 s (more videos of the same total
+length: each video is one example of its kind).
+
 Facing changes at random, independently of motion, so interaction labels carry no information about
 the actor's own box. Motion states and facing change only on half-second boundaries, so the state at
 a keyframe holds for at least half a second around it.
@@ -79,6 +90,9 @@ INTERACTION_RANGE = 64
 
 _SPEED = {STAND: 0.0, WALK: 12.0, RUN: 36.0, JUMP: 0.0}  # px per second
 _MOTION_P = {STAND: 0.3, WALK: 0.3, RUN: 0.2, JUMP: 0.2}
+# long_term="motion": nobody runs except on the way to texting
+_LEAD_IN_MOTION_P = {STAND: 0.35, WALK: 0.4, JUMP: 0.25}
+_LEAD_IN = {READ: WALK, TEXT: RUN}
 _ACTOR_COLOURS = np.array([(220, 40, 40), (240, 140, 20), (200, 40, 200), (230, 210, 30),
                            (130, 60, 200), (150, 90, 40), (250, 120, 170), (30, 210, 210)], np.uint8)
 _SKIN = np.array((235, 190, 150), np.uint8)
@@ -88,9 +102,14 @@ _HELD_ITEM = np.array((128, 128, 128), np.uint8)
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
+LONG_TERM_CUES = ("item", "motion")
+
+
 @dataclass(frozen=True)
 class MiniAVASpec:
-    """Size of a mini-AVA build. ``seconds`` is each video's length (AVA's cut: 901)."""
+    """Size of a mini-AVA build. ``seconds`` is each video's length (AVA's cut: 901).
+    ``long_term``: what decides read vs text, ``"item"`` (the item carried 9 to 25 s earlier) or
+    ``"motion"`` (how the actor moved 4 to 13 s earlier; see the module's docstring)."""
 
     train_videos: int = 5
     val_videos: int = 3
@@ -98,6 +117,12 @@ class MiniAVASpec:
     width: int = 128
     height: int = 96
     jpeg_quality: int = 90
+    long_term: str = "item"
+
+    def __post_init__(self) -> None:
+        if self.long_term not in LONG_TERM_CUES:
+            raise ValueError(f"MiniAVASpec.long_term must be one of {LONG_TERM_CUES}, "
+                             f"got {self.long_term!r}")
 
     @property
     def keyframes(self) -> range:
@@ -142,53 +167,72 @@ def _half_second_segments(rng, seconds: int, lo: int, hi: int):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _simulate_actor(rng, entity_id: int, colour, lane_feet: float, spec: MiniAVASpec) -> _Actor:
+def _simulate_actor(rng, entity_id: int, colour, lane_feet: float, spec: MiniAVASpec,
+                    kind: int | None = None) -> _Actor:
+    """One actor's states. ``kind`` (READ or TEXT, the video's) is set in ``long_term="motion"``
+    builds: every episode is of that kind, its lead-in sets the motion, holders stand still."""
     n = spec.num_frames
+    probs = _MOTION_P if kind is None else _LEAD_IN_MOTION_P
+    x_min, x_max = 2.0, spec.width - BODY_W - 2.0
+    pos = rng.uniform(x_min, x_max)
+    rng.choice([-1.0, 1.0])  # an initial heading; every segment draws its own (kept: seeds keep their data)
+    segments = [(start, end, int(rng.choice(list(probs), p=list(probs.values()))),
+                 rng.choice([-1.0, 1.0]))
+                for start, end in _half_second_segments(rng, spec.seconds, 3, 6)]
+    facing = np.zeros(n, np.int64)
+    for start, end in _half_second_segments(rng, spec.seconds, 1, 4):
+        facing[start:end] = rng.choice([-1, 1])
+    item, long_term, lead_in = _item_episodes(rng, spec.seconds, kind)
+
     motion = np.zeros(n, np.int64)
+    for start, end, state, _ in segments:
+        motion[start:end] = state
+    if kind is not None:
+        motion[lead_in] = _LEAD_IN[kind]
+        motion[long_term > 0] = STAND
     x = np.zeros(n, np.float64)
     feet = np.full(n, lane_feet, np.float64)
-    x_min, x_max = 2.0, spec.width - BODY_W - 2.0
-    pos, direction = rng.uniform(x_min, x_max), rng.choice([-1.0, 1.0])
-    states = list(_MOTION_P)
-    for start, end in _half_second_segments(rng, spec.seconds, 3, 6):
-        state = int(rng.choice(states, p=list(_MOTION_P.values())))
-        direction = rng.choice([-1.0, 1.0])
-        motion[start:end] = state
-        step = _SPEED[state] / FPS
+    for start, end, state, direction in segments:
         for f in range(start, end):
-            pos += direction * step
+            pos += direction * (_SPEED[int(motion[f])] / FPS)
             if not x_min <= pos <= x_max:  # bounce off the frame's edges
                 direction = -direction
                 pos = float(np.clip(pos, x_min, x_max))
             x[f] = pos
         if state == JUMP:
             t = np.arange(end - start) / FPS
-            feet[start:end] -= JUMP_HEIGHT * np.abs(np.sin(2 * np.pi * t))
-    facing = np.zeros(n, np.int64)
-    for start, end in _half_second_segments(rng, spec.seconds, 1, 4):
-        facing[start:end] = rng.choice([-1, 1])
-    item, long_term = _item_episodes(rng, spec.seconds)
+            hop = JUMP_HEIGHT * np.abs(np.sin(2 * np.pi * t))
+            feet[start:end] -= np.where(motion[start:end] == JUMP, hop, 0.0)
     return _Actor(entity_id, colour, x, feet, facing, motion, item, long_term)
 
 
-def _item_episodes(rng, seconds: int):
-    """Carry a coloured item 3 s, put it away for 8-12 s, then hold a grey item 6-10 s (read/text)."""
+def _item_episodes(rng, seconds: int, kind: int | None = None):
+    """Episodes of carrying a coloured item 3 s, putting it away, then holding a grey item
+    (read/text). ``kind=None``: a random item each time, away 8-12 s, holding 6-10 s. ``kind``
+    READ or TEXT: that item, away 2-4 s, holding 4-6 s. Returns the item codes, the read/text
+    labels and the lead-in (carrying and away) per frame."""
     n = seconds * FPS
     item = np.zeros(n, np.int64)
     long_term = np.zeros(n, np.int64)
-    t = rng.integers(0, 9) + 0.5
+    lead_in = np.zeros(n, bool)
+    t = rng.integers(0, 9 if kind is None else 2) + 0.5
     while True:
-        kind = int(rng.choice([READ, TEXT]))
-        carry, gap, hold = 3, int(rng.integers(8, 13)), int(rng.integers(6, 11))
+        episode_kind = int(rng.choice([READ, TEXT])) if kind is None else kind
+        carry = 3
+        if kind is None:
+            gap, hold = int(rng.integers(8, 13)), int(rng.integers(6, 11))
+        else:
+            gap, hold = int(rng.integers(2, 5)), int(rng.integers(4, 7))
         if t + carry + gap + hold > seconds:
             break
         a, b = int(t * FPS), int((t + carry) * FPS)
         c, d = int((t + carry + gap) * FPS), int((t + carry + gap + hold) * FPS)
-        item[a:b] = kind
+        item[a:b] = episode_kind
         item[c:d] = _HELD
-        long_term[c:d] = kind
+        long_term[c:d] = episode_kind
+        lead_in[a:c] = True
         t += carry + gap + hold + int(rng.integers(2, 7))
-    return item, long_term
+    return item, long_term, lead_in
 
 
 def _actor_box(actor: _Actor, f: int) -> tuple[float, float, float, float]:
@@ -284,13 +328,13 @@ def _proposals_for(rng, gt_boxes: list[tuple[float, ...]], spec: MiniAVASpec) ->
 
 def _make_video(args) -> dict:
     """Simulate, render and write one video; returns its annotation rows and proposals."""
-    out, video_id, seed_seq, spec, write_video = args
+    out, video_id, seed_seq, spec, write_video, kind = args
     rng = np.random.default_rng(seed_seq)
     n_actors = int(rng.choice([2, 3, 3]))
     lanes = rng.permutation(3)[:n_actors]
     colours = rng.permutation(len(_ACTOR_COLOURS))[:n_actors]
     pitch = spec.height / 3
-    actors = [_simulate_actor(rng, e, _ACTOR_COLOURS[c], pitch * (lane + 1) - 3, spec)
+    actors = [_simulate_actor(rng, e, _ACTOR_COLOURS[c], pitch * (lane + 1) - 3, spec, kind)
               for e, (lane, c) in enumerate(zip(lanes, colours))]
     background = _background(rng, spec)
 
@@ -358,8 +402,9 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
     id_rng = np.random.default_rng(root_seq.spawn(3)[2])
     for split, seq in split_seqs.items():
         ids = _video_ids(id_rng, counts[split])
-        for video_id, video_seq in zip(ids, seq.spawn(counts[split])):
-            jobs.append((str(out), video_id, video_seq, spec, videos))
+        for k, (video_id, video_seq) in enumerate(zip(ids, seq.spawn(counts[split]))):
+            kind = (READ, TEXT)[k % 2] if spec.long_term == "motion" else None
+            jobs.append((str(out), video_id, video_seq, spec, videos, kind))
             split_of[video_id] = split
     from tqdm.auto import tqdm  # here, like PIL: the CLI reads this module at start-up
 
@@ -387,6 +432,9 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
                           "".join(f"{v},{t:04d}\n" for v, t in excluded))
         summary["splits"][split] = {
             "videos": [v for v, _ in split_results],
+            **({"long_term_kind": {j[1]: ("read" if j[5] == READ else "text")
+                                   for j in jobs if split_of[j[1]] == split}}
+               if spec.long_term == "motion" else {}),
             "keyframes": len(keys),
             "boxes": len({(r[0], r[1], r[7]) for r in rows}),
             "excluded": len(excluded),
