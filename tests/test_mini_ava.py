@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stdet.data import AVALayout, MiniAVASpec, generate_mini_ava, read_annotations
-from stdet.data.mini_ava import CLASS_GROUPS, CLASS_IDS
+from stdet.data.mini_ava import CLASS_GROUPS, CLASS_IDS, READ, RUN, STAND, TEXT, WALK
 from stdet.data.probes import balanced_accuracy, nearest_neighbour_predict, probe_table
 
 
@@ -91,7 +91,6 @@ def test_motion_variant_decides_read_and_text_by_the_lead_in(tmp_path):
     spec = MiniAVASpec(train_videos=4, val_videos=2, seconds=14, long_term="motion")
     summary = generate_mini_ava(tmp_path, seed=0, spec=spec, progress=False)
     layout = AVALayout(tmp_path)
-    read, text, stand, walk, run = 48, 57, 12, 14, 10
     checked = 0
     for split in ("train", "val"):
         kinds = summary["splits"][split]["long_term_kind"]
@@ -101,17 +100,16 @@ def test_motion_variant_decides_read_and_text_by_the_lead_in(tmp_path):
             for entity, actions in zip(kf.entity_ids, kf.actions):
                 tracks.setdefault((video, int(entity)), {})[t] = set(actions)
         for (video, _), track in tracks.items():
-            own, other = (read, text) if kinds[video] == "read" else (text, read)
-            if kinds[video] == "read":
-                assert all(run not in a for a in track.values())  # nobody runs in a reading video
+            own, other = (READ, TEXT) if kinds[video] == "read" else (TEXT, READ)
+            assert all(other not in a for a in track.values())
+            assert all(STAND in a for a in track.values() if own in a)  # holders stand still
+            if own == READ:
+                assert all(RUN not in a for a in track.values())  # nobody runs in a reading video
             seconds = sorted(track)
             for before, t in zip(seconds, seconds[1:]):
-                assert other not in track[t]
-                if own in track[t]:
-                    assert stand in track[t]
-                    if own not in track[before]:  # the hold starts: the lead-in came just before
-                        assert (walk if own == read else run) in track[before]
-                        checked += 1
+                if own in track[t] and own not in track[before]:  # a hold starts after its lead-in
+                    assert (WALK if own == READ else RUN) in track[before]
+                    checked += 1
     assert checked >= 6
 
 
