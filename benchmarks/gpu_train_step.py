@@ -11,14 +11,16 @@
     .venv/bin/python benchmarks/gpu_train_step.py slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb \\
         --device cpu --batch 1 --steps 1 --warmup 0
 
-What runs is the step of ``stdet.engine.train.train_one_epoch``: the full-size detector
-(``stdet.zoo.get(name)`` -> ``build_detector``), ``torch.autocast(bfloat16)`` around the forward
-(CUDA; ``--no-bf16`` for float32), ``model.loss_of(logits.float(), targets)``,
+What runs is the step of ``stdet.engine.train.train_one_epoch``, the same function:
+``stdet.engine.step.train_step`` on the full-size detector (``stdet.zoo.get(name)`` ->
+``build_detector``, then ``prepare_model``): autocast(bfloat16) around the forward (CUDA;
+``--no-bf16`` for float32), ``model.loss_of(logits.float(), targets)``,
 ``zero_grad(set_to_none=True)``, ``backward``, ``clip_grad_norm_(grad_clip)``, ``optimizer.step``
-with the optimiser of ``stdet.engine.schedule.build_optimizer`` (SGD, the config's momentum,
-weight decay and lr groups; ``--fused`` rebuilds it with ``fused=True``, default on CUDA).
-Left out, because they are host-side bookkeeping that syncs with the device: the finite-loss
-check (``loss.item()``), the logger's ``float(v)`` of every loss term, the progress bar.
+with the optimiser of ``stdet.engine.schedule.build_optimizer`` (SGD, the config's momentum, weight
+decay and lr groups; fused kernels on CUDA, as training). The flags set the config's ``runtime``
+switches (``--channels-last`` is ``runtime.channels_last=True`` and so on), so a faster setting
+found here is one ``--cfg-options`` away from a training run. Left out: what training does once
+per log interval (reading the losses back, the finite-loss check, the log line).
 
 Inputs are synthetic and seeded: clips ``(B, 3, clip_len, crop, crop)`` (the config's clip length,
 256x256 crops), 1-8 persons per clip (ground-truth boxes with random multi-hot labels, 1-3 actions
@@ -40,9 +42,9 @@ the 3 counts forward + backward (2x forward), and ``peak`` is MEASURED here: the
 loop of large square matmuls in the step's compute dtype (bf16 with autocast, else fp32) on the
 same device, never a datasheet number.
 
-On CUDA, ``--check-syncs`` (default on) runs one extra step under
-``torch.cuda.set_sync_debug_mode("warn")`` and reports how many host syncs the step makes
-(stdet's RoIAlign makes one per call to size its sampling grid).
+``--check-syncs`` (default on) runs one extra step and reports how often it waits for the device:
+on CUDA the synchronisations ``torch.cuda.set_sync_debug_mode("warn")`` reports, on a CPU the
+calls that would be one on a GPU (``item``, ``tolist``, ``bool(tensor)``, ...). Both should be 0.
 """
 from __future__ import annotations
 
@@ -53,11 +55,11 @@ import resource
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +67,8 @@ sys.path.insert(0, str(ROOT))
 from stdet import zoo  # noqa: E402
 from stdet.configs import Config  # noqa: E402
 from stdet.engine.schedule import build_optimizer  # noqa: E402
+from stdet.engine.step import (configure_backends, prepare_model, to_device,  # noqa: E402
+                               train_step, use_fused)
 from stdet.models import build_detector  # noqa: E402
 from stdet.models.complexity import model_complexity  # noqa: E402
 
@@ -97,10 +101,9 @@ def synthetic_batch(model, cfg: Config, batch: int, crop: int, rng: np.random.Ge
     gen = torch.Generator().manual_seed(int(rng.integers(0, 2**31)))
     rois, targets = model.training_rois(proposals, gt_boxes, gt_labels, gen)
     clips = torch.from_numpy(rng.standard_normal(
-        (batch, 3, cfg.data.clip_len, crop, crop), dtype=np.float32)).to(device)
-    if channels_last:
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
-    out = {"clips": clips, "rois": rois.to(device, clips.dtype), "targets": targets.to(device)}
+        (batch, 3, cfg.data.clip_len, crop, crop), dtype=np.float32))
+    clips, rois, targets, positive = to_device(clips, rois, targets, device, channels_last)
+    out = {"clips": clips, "rois": rois, "targets": targets, "positive": positive}
     if cfg.model.lfb is not None:
         lfb = cfg.model.lfb
         out["long_term"] = torch.from_numpy(rng.standard_normal(
@@ -151,77 +154,77 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = Non
 # the step
 # --------------------------------------------------------------------------------------------
 
-def to_channels_last_3d(model: nn.Module) -> None:
-    """channels_last_3d for the 5-D (Conv3d) weights; ``Module.to(memory_format=...)`` refuses
-    models that also hold 2-D (Linear) weights."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 5:
-                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
 
-def make_optimizer(model: nn.Module, cfg: Config, batch: int, fused: bool) -> torch.optim.SGD:
-    """``build_optimizer`` as training calls it (lr scaled to ``batch`` clips), optionally fused."""
-    optimizer = build_optimizer(model, cfg.optim, cfg.optim.scaled_lr(batch))
-    if fused:
-        groups = [{**g, "fused": True, "foreach": None} for g in optimizer.param_groups]
-        optimizer = torch.optim.SGD(groups, **{**optimizer.defaults, "fused": True, "foreach": None})
-    return optimizer
-
-
-def train_step(model: nn.Module, fwd: nn.Module, optimizer, batch: dict, cfg: Config,
-               device: torch.device, bf16: bool) -> torch.Tensor:
-    extra = {"long_term": batch["long_term"]} if "long_term" in batch else {}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = fwd(batch["clips"], batch["rois"], **extra)
-    out = model.loss_of(logits.float(), batch["targets"])
-    loss = out["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.optim.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-    optimizer.step()
-    return loss.detach()
-
-
-def bench_config(name: str, args, device: torch.device, peak: float | None) -> dict:
-    cfg = zoo.get(name)
-    batch = args.batch or cfg.optim.batch_per_gpu
-    bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
-    fused = args.fused if args.fused is not None else device.type == "cuda"
-    crop = cfg.data.crop_size
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-
-    model = build_detector(cfg.model).to(device).train()
-    if args.channels_last:
-        to_channels_last_3d(model)
-    fwd = model
-    # before compiling, so that parameter names (lr_mult prefixes) are those training sees
-    optimizer = make_optimizer(model, cfg, batch, fused)
-    if args.compile:
-        # the backbone only: its input shape is fixed, while the RoI count changes every batch
-        model.backbone = torch.compile(model.backbone)
-    batches = [synthetic_batch(model, cfg, batch, crop, rng, device, args.channels_last)
-               for _ in range(args.distinct_batches)]
-    rois_per_clip = float(np.mean([b["rois"].shape[0] / batch for b in batches]))
-    macs = model_complexity(cfg.model, (3, cfg.data.clip_len, crop, crop),
-                            num_rois=max(1, round(rois_per_clip)))["gflops"]
-
-    cuda = device.type == "cuda"
-    for i in range(args.warmup):
-        train_step(model, fwd, optimizer, batches[i % len(batches)], cfg, device, bf16)
-    syncs = None
-    if cuda and args.check_syncs:
+def count_syncs(step, device: torch.device) -> int:
+    """How many times ``step()`` waits for the device: CUDA's sync debug mode on a GPU; on a CPU,
+    the tensor-to-host reads that would be a sync on a GPU."""
+    if device.type == "cuda":
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                train_step(model, fwd, optimizer, batches[0], cfg, device, bf16)
+                step()
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        return sum("synchroniz" in str(w.message) for w in caught)
+    calls = [0]
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counting(original):
+        def wrapper(self, *args, **kwargs):
+            calls[0] += 1
+            return original(self, *args, **kwargs)
+        return wrapper
+    try:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, counting(original))
+        step()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return calls[0]
+
+
+def runtime_config(cfg: Config, args) -> Config:
+    """``cfg`` with the ``runtime`` switches the flags give (None: the config's own)."""
+    flags = {"bf16": args.bf16, "channels_last": args.channels_last or None,
+             "compile": args.compile or None, "cudnn_benchmark": args.cudnn_benchmark,
+             "fused_optimizer": args.fused}
+    runtime = replace(cfg.runtime, **{k: v for k, v in flags.items() if v is not None})
+    return replace(cfg, runtime=runtime)
+
+
+def bench_config(name: str, args, device: torch.device, peak: float | None) -> dict:
+    cfg = runtime_config(zoo.get(name), args)
+    batch = args.batch or cfg.optim.batch_per_gpu
+    cuda = device.type == "cuda"
+    bf16 = cuda and cfg.runtime.bf16
+    crop = cfg.data.crop_size
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    configure_backends(device, cfg.runtime, deterministic=False)
+    model = build_detector(cfg.model).to(device).train()
+    fused = use_fused(model, cfg.runtime)
+    optimizer = build_optimizer(model, cfg.optim, cfg.optim.scaled_lr(batch), fused=fused)
+    prepare_model(model, cfg.runtime)
+    batches = [synthetic_batch(model, cfg, batch, crop, rng, device, cfg.runtime.channels_last)
+               for _ in range(args.distinct_batches)]
+    rois_per_clip = float(np.mean([b["rois"].shape[0] / batch for b in batches]))
+    macs = model_complexity(cfg.model, (3, cfg.data.clip_len, crop, crop),
+                            num_rois=max(1, round(rois_per_clip)))["gflops"]
+
+    def step(b: dict) -> torch.Tensor:
+        extra = {"long_term": b["long_term"]} if "long_term" in b else {}
+        return train_step(model, model, optimizer, b["clips"], b["rois"], b["targets"],
+                          b["positive"], cfg, device, **extra)["loss"]
+
+    for i in range(args.warmup):
+        step(batches[i % len(batches)])
+    syncs = count_syncs(lambda: step(batches[0]), device) if args.check_syncs else None
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
@@ -229,7 +232,7 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
         start.record()
     t0 = time.perf_counter()
     for i in range(args.steps):
-        loss = train_step(model, fwd, optimizer, batches[i % len(batches)], cfg, device, bf16)
+        loss = step(batches[i % len(batches)])
     if cuda:
         end.record()
         end.synchronize()
@@ -245,11 +248,8 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
            "clip": f"{cfg.data.clip_len}x{cfg.data.frame_interval}", "batch": batch,
            "rois/clip": rois_per_clip, "GMACs fwd/clip": macs, "ms/step": 1000 * elapsed / args.steps,
            "clips/s": clips_per_s, "peak mem GiB": memory_gib, "MFU": mfu, "syncs/step": syncs,
-           "loss": final_loss, "bf16": bf16, "fused": fused}
-    del model, fwd, optimizer, batches
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
+           "loss": final_loss, "bf16": bf16, "fused": fused,
+           "channels_last": cfg.runtime.channels_last, "compile": cfg.runtime.compile}
     return row
 
 
@@ -267,11 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true", help="channels_last_3d model and clips")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast around the forward (default: on for CUDA, as training)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                   help="cuDNN autotuning (default: on, as training)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="fused SGD (default: on for CUDA)")
     p.add_argument("--check-syncs", action=argparse.BooleanOptionalAction, default=True,
-                   help="CUDA: count host syncs of one extra step")
+                   help="count the host syncs of one extra step")
     p.add_argument("--distinct-batches", type=int, default=2)
     p.add_argument("--peak-size", type=int, help="matmul size of the peak measurement")
     p.add_argument("--no-peak", action="store_true", help="skip the peak measurement (no MFU)")
@@ -290,22 +291,22 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device")
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
     names = zoo.names() if args.all else [args.config]
+    runtime = runtime_config(zoo.get(names[0]), args).runtime
+    bf16 = device.type == "cuda" and runtime.bf16
     peak = None
     if not args.no_peak:
         dtype = torch.bfloat16 if bf16 else torch.float32
         peak, size = matmul_peak(device, dtype, args.peak_size)
         print(f"measured peak: {peak / 1e12:.2f} TFLOP/s ({str(dtype).split('.')[-1]} "
               f"{size}x{size} matmul loop on {device_name(device)})")
+    cuda = device.type == "cuda"
     print(f"device {device_name(device)}; bf16 autocast {bf16}; channels_last_3d "
-          f"{args.channels_last}; cudnn.benchmark {args.cudnn_benchmark and device.type == 'cuda'}; "
-          f"compile {args.compile}; fused SGD "
-          f"{args.fused if args.fused is not None else device.type == 'cuda'}; "
+          f"{runtime.channels_last}; cudnn.benchmark {cuda and runtime.cudnn_benchmark}; "
+          f"compile {runtime.compile}; fused SGD {cuda and runtime.fused_optimizer}; "
           f"{args.warmup} warm-up + {args.steps} timed steps\n", flush=True)
 
     rows = []
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench_config(name, args, device, peak))
         except torch.OutOfMemoryError as e:
             rows.append({"config": zoo.get(name).name, "error": f"out of memory: {str(e)[:80]}"})
-            gc.collect()
+        gc.collect()  # the model and batches of this config, before the next one
+        if device.type == "cuda":
             torch.cuda.empty_cache()
         r = rows[-1]
         if "error" not in r:

@@ -132,6 +132,21 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the computation runs on the hardware; none of it changes what is computed beyond
+    floating-point rounding (bf16 autocast aside). Every switch can be set with ``--cfg-options``."""
+
+    bf16: bool = True                      # CUDA: autocast the forward to bfloat16 (train, test, LFB)
+    channels_last: bool = False            # training: channels_last_3d weights and clips
+    compile: bool = False                  # training: torch.compile the backbone in place
+    cudnn_benchmark: bool = True           # CUDA: cuDNN autotuning (off under --deterministic)
+    fused_optimizer: bool = True           # fused SGD kernels when every parameter is on a GPU
+    # the training step reads nothing back from the device; losses, the finite-loss check and
+    # the progress bar are read once every this many iterations (and at the end of an epoch)
+    log_interval: int = 20
+
+
+@dataclass(frozen=True)
 class Published:
     """What the reference documentation reports for this config."""
 
@@ -150,6 +165,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     published: Published = field(default_factory=Published)
     scale: str = "full"                    # "full" | "mini"
 

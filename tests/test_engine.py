@@ -47,10 +47,11 @@ from stdet.data import AVALayout, MiniAVASpec, generate_mini_ava, read_label_map
 from stdet.data.mini_ava import CLASS_IDS
 from stdet.engine import train
 from stdet.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from stdet.engine.data import build_dataset
+from stdet.engine.data import ava_collate, build_dataset
 from stdet.engine.distributed import DistInfo
 from stdet.engine.logger import read_log
-from stdet.engine.schedule import build_optimizer, build_scheduler, lr_factor
+from stdet.engine.schedule import build_optimizer, build_scheduler, load_optimizer_state, lr_factor
+from stdet.engine.step import to_device, train_step
 from stdet.engine.test import ACTION_THRESHOLD, evaluate_split, predict_rows, score_columns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +202,111 @@ def test_each_family_trains_a_few_iterations(family, root, tmp_path):
     assert cli.main(["test", str(work / "config.json"), str(work / "latest.pth"), "--out", str(out),
                      "--data-root", str(root), "--device", "cpu"]) == 0
     check_results_csv(out, root, score_columns(cfg)[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# 1b. the step reads nothing back; cfg.runtime changes how, not what
+
+
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+LFB_NL = "lfb_nl_kinetics_pretrained_slowonly_r50_4x16x1_20e_ava_rgb:mini"
+
+
+@pytest.mark.parametrize("config", [*FAMILIES.values(), LFB_NL])
+def test_train_step_reads_nothing_back_from_the_device(config, root, monkeypatch):
+    """Every value a step makes stays a tensor: on a GPU, any of ``HOST_READS`` would make the
+    host wait for the device. Checked by making them raise for one step of each family."""
+    cfg = train.resolve_config(config, TINY)
+    model = train.build_model(cfg, DistInfo())
+    data_cfg = train.resolve_config(SLOWONLY, TINY) if cfg.model.lfb else cfg  # same clips
+    batch = ava_collate([build_dataset(data_cfg, "train", root)[i] for i in range(4)])
+    rois, targets = model.training_rois(batch["proposals"], batch["gt_boxes"], batch["gt_labels"])
+    extra = {}
+    if cfg.model.lfb:
+        lfb = cfg.model.lfb
+        extra["long_term"] = torch.randn(4, lfb.window_seconds * lfb.max_per_second,
+                                         lfb.feature_channels)
+    optimizer = build_optimizer(model, cfg.optim, 0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    device = torch.device("cpu")
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the training step read a tensor back to the host")
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    on_device = to_device(batch["clips"], rois, targets, device)
+    values = train_step(model, model, optimizer, *on_device, cfg, device, **extra)
+    monkeypatch.undo()
+
+    assert {"loss", "recall@top3"} <= set(values) and all(v.dim() == 0 for v in values.values())
+    assert math.isfinite(values["loss"].item())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_runtime_options_change_how_the_step_runs_not_what_it_learns(root, tmp_path):
+    """``runtime.log_interval=3`` reads the losses in batches (steps 1-3, 4, 5-7, 8) and logs the
+    same values as a read every step; ``runtime.channels_last`` gives the same training up to
+    rounding. 2 epochs of 4 steps each."""
+    def run(name: str, *options: str) -> list[dict]:
+        train_in_process(train_argv(SLOWONLY, tmp_path / name, root, "--seed", "5",
+                                    options=options))
+        return train_records(tmp_path / name)
+
+    every = run("every", "runtime.log_interval=1")
+    batched = run("batched", "runtime.log_interval=3")
+    channels_last = run("channels_last", "runtime.channels_last=True")
+    assert [r["step"] for r in every] == [r["step"] for r in batched] == list(range(1, 9))
+    timing = {"time", "data_time", "memory_mb"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in batched] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in every]
+    # a batch's records share its wall time evenly
+    assert batched[0]["time"] == batched[1]["time"] == batched[2]["time"]
+    # the first step sees the same weights in another layout: the same loss up to rounding;
+    # later steps compound the rounding of other convolution kernels a little
+    assert [r["lr"] for r in channels_last] == [r["lr"] for r in every]
+    assert channels_last[0]["loss"] == pytest.approx(every[0]["loss"], rel=1e-5)
+    for a, b in zip(channels_last, every):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2), (a["step"], a["loss"], b["loss"])
+    a = load_weights_only(tmp_path / "channels_last" / "latest.pth")["state_dict"]
+    b = load_weights_only(tmp_path / "every" / "latest.pth")["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-2, atol=1e-3, msg=k)
+
+
+def test_fused_sgd_matches_and_checkpoints_cross_implementations():
+    """``build_optimizer(fused=True)`` (what a GPU run uses) makes the same updates as the default
+    implementation, and a fused optimiser's state resumes in an unfused one and back, each
+    keeping its own implementation."""
+    cfg = train.resolve_config(SLOWONLY, TINY)
+    torch.manual_seed(0)
+    models = [build_detector(cfg.model) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    plain, fused = (build_optimizer(m, cfg.optim, 0.1, fused=f) for m, f in zip(models, (False, True)))
+    assert all(g["fused"] for g in fused.param_groups) and not any(g["fused"] for g in plain.param_groups)
+    for step in range(3):
+        g = torch.Generator().manual_seed(step)
+        for model, opt in zip(models, (plain, fused)):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+            g.manual_seed(step)
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    load_optimizer_state(plain, fused.state_dict())
+    assert not any(g["fused"] for g in plain.param_groups)
+    load_optimizer_state(fused, plain.state_dict())
+    assert all(g["fused"] for g in fused.param_groups)
+    for a, b in zip(plain.state.values(), fused.state.values()):
+        torch.testing.assert_close(a["momentum_buffer"], b["momentum_buffer"])
+
+
+def test_log_interval_must_be_positive(root, tmp_path, capsys):
+    args = train.get_args_parser().parse_args(train_argv(SLOWONLY, tmp_path / "w", root,
+                                                         options=["runtime.log_interval=0"]))
+    assert train.run(args) == 1
+    assert "runtime.log_interval must be >= 1, got 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------
@@ -379,7 +485,7 @@ RESUME = ["--deterministic", "--seed", "3"]
 # 2 clips a step: 8 iterations an epoch, so the kill lands inside epoch 2; a step decay at epoch 2
 # so the resumed run must also get the schedule right
 RESUME_OPTIONS = ["optim.batch_per_gpu=2", "schedule.epochs=3", "schedule.milestones=(2,)",
-                  "schedule.warmup_epochs=1"]
+                  "schedule.warmup_epochs=1", "runtime.log_interval=1"]
 
 
 def test_exact_resume_after_kill(root, tmp_path):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from stdet.models import (ACRNHead, ActionDetector, BBoxHeadAVA, RoIExtractor3D, SlowOnly,
                           action_loss, assign_labels, box_iou, boxes_to_rois, build_detector,
                           recall_precision, roi_align, sample_rois)
+from stdet.models.losses import positive_rows
 
 # --------------------------------------------------------------------------- references
 
@@ -303,11 +304,41 @@ def test_recall_precision_hand_example():
     assert out["prec@top5"].item() == pytest.approx(2 / (5 + 1e-6))
 
 
-def test_recall_precision_without_positive_rois_is_empty():
+def test_recall_precision_without_positive_rois_is_nan():
+    """Same keys every step (the training loop stacks them), NaN values (logged as null)."""
     targets = torch.zeros(4, 9)
     targets[:, 0] = 1
-    assert recall_precision(torch.randn(4, 9), targets) == {}
-    assert recall_precision(torch.zeros(0, 9), torch.zeros(0, 9)) == {}
+    keys = set(recall_precision(*_loss_case(7, rows=12, num_classes=9)))
+    for logits, targets in [(torch.randn(4, 9), targets), (torch.zeros(0, 9), torch.zeros(0, 9))]:
+        out = recall_precision(logits, targets)
+        assert set(out) == keys and all(torch.isnan(v) for v in out.values())
+
+
+def test_loss_and_recall_ignore_whatever_the_negative_rows_hold():
+    """Negative RoIs are masked, not indexed away: non-finite logits there change nothing."""
+    logits, targets = _loss_case(5)
+    loss, metrics = action_loss(logits, targets, 3.0, 1.0), recall_precision(logits, targets)
+    changed = logits.clone()
+    changed[0] = float("inf")
+    changed[1] = float("nan")
+    changed = changed.requires_grad_(True)
+    again = action_loss(changed, targets, 3.0, 1.0)
+    torch.testing.assert_close(again, loss)
+    again.backward()
+    assert torch.isfinite(changed.grad).all() and not changed.grad[:2].any()
+    again = recall_precision(changed.detach(), targets)
+    assert {k: v.item() for k, v in again.items()} == {k: v.item() for k, v in metrics.items()}
+
+
+def test_positive_rows_given_by_the_caller_change_nothing():
+    """The training step finds the positive RoIs on the host and passes them in."""
+    logits, targets = _loss_case(6)
+    positive = positive_rows(targets)
+    assert positive.tolist() == [i for i in range(len(targets)) if targets[i, 1:].any()]
+    assert torch.equal(action_loss(logits, targets, 3.0, 1.0, positive=positive),
+                       action_loss(logits, targets, 3.0, 1.0))
+    given, found = recall_precision(logits, targets, positive=positive), recall_precision(logits, targets)
+    assert all(torch.equal(given[k], found[k]) for k in found)
 
 
 # --------------------------------------------------------------------------- box_iou

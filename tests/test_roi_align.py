@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from stdet.models.roi_align import RoIAlign, roi_align
+from stdet.models.roi_align import RoIAlign, grid_for_map, roi_align
 
 
 def _bilinear(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -34,7 +34,7 @@ def _bilinear(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
 
 def reference_roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int],
                         spatial_scale: float, sampling_ratio: int = 0,
-                        aligned: bool = True) -> torch.Tensor:
+                        aligned: bool = True, max_grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Slow RoIAlign: Python loops over RoIs, bins and sampling points; geometry in Python floats.
 
     Built from torch ops on ``features`` so that autograd goes through it.
@@ -52,6 +52,8 @@ def reference_roi_align(features: torch.Tensor, rois: torch.Tensor, output_size:
         bin_h, bin_w = roi_h / out_h, roi_w / out_w
         grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / out_h)
         grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / out_w)
+        if max_grid is not None and sampling_ratio <= 0:
+            grid_h, grid_w = min(grid_h, max_grid[0]), min(grid_w, max_grid[1])
         count = max(grid_h * grid_w, 1)
         rows = []
         for ph in range(out_h):
@@ -207,6 +209,39 @@ def test_padding_to_largest_grid_does_not_change_other_rois() -> None:
     alone = roi_align(features, small, 2, 1.0)
     together = roi_align(features, torch.cat([small[:1], huge, small[1:]]), 2, 1.0)
     torch.testing.assert_close(together[[0, 2]], alone, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1 / 16])
+def test_map_bound_grid_is_exact_inside_the_map_and_reads_nothing_back(scale, monkeypatch) -> None:
+    """``max_grid=grid_for_map(...)``: the same output as the adaptive grid for RoIs inside the
+    map (MIXED spans up to the whole 9 x 11 map), computed without reading the grid size back
+    from the device (``tolist``/``item`` would be a host sync on a GPU)."""
+    features = _features(seed=3)
+    rois = MIXED.clone()
+    rois[:, 1:] *= 1 / scale
+    bound = grid_for_map(features, (3, 4))
+    assert bound == (3, 3)  # ceil(9 / 3), ceil(11 / 4)
+    exact = roi_align(features, rois, (3, 4), scale)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("roi_align read a tensor back to the host")
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    bounded = roi_align(features, rois, (3, 4), scale, max_grid=bound)
+    monkeypatch.undo()
+    torch.testing.assert_close(bounded, exact, rtol=1e-14, atol=1e-14)
+
+
+def test_map_bound_grid_caps_a_roi_larger_than_the_map() -> None:
+    """A RoI reaching far outside the map is sampled at most ``max_grid`` points per bin side:
+    the reference with that grid, not the adaptive one."""
+    features = _features(seed=8)
+    huge = _rois((1, -40.0, -30.0, 50.0, 40.0))  # adaptive grid 35 x 45 at output 2
+    capped = roi_align(features, huge, 2, 1.0, max_grid=(5, 6))
+    exact = roi_align(features, huge, 2, 1.0)
+    assert not torch.allclose(capped, exact)
+    expected = reference_roi_align(features, huge, (2, 2), 1.0, max_grid=(5, 6))
+    torch.testing.assert_close(capped, expected, rtol=1e-12, atol=1e-12)
 
 
 # --- hand-computed values -------------------------------------------------------------------

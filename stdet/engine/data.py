@@ -76,13 +76,14 @@ class ShardSampler(Sampler[int]):
 
 
 def train_loader(dataset: AVADataset, batch_size: int, workers: int, info: DistInfo,
-                 seed: int) -> DataLoader:
-    """Shuffled batches, a different shard per process; call ``reseed(loader, epoch)`` first."""
+                 seed: int, pin_memory: bool = False) -> DataLoader:
+    """Shuffled batches, a different shard per process; call ``reseed(loader, epoch)`` first.
+    ``pin_memory`` (for a GPU) lets the clips' copy to the device overlap the step."""
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=ava_collate, generator=torch.Generator(),
-                      persistent_workers=False, drop_last=False)
+                      persistent_workers=False, drop_last=False, pin_memory=pin_memory)
 
 
 def reseed(loader: DataLoader, epoch: int, seed: int) -> None:

@@ -14,10 +14,12 @@ from torch import nn
 from ..configs import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig, lr: float) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, optim: OptimConfig, lr: float,
+                    fused: bool = False) -> torch.optim.SGD:
     """SGD over the trainable parameters; ``optim.lr_mult`` prefixes get their own group at
     ``lr * factor`` (the scheduler scales every group by the same factor). The first group is
-    the one at ``lr``, the rate the log reports."""
+    the one at ``lr``, the rate the log reports. ``fused``: one fused kernel per step instead of
+    the multi-tensor (foreach) implementation; the same update up to rounding."""
     groups: dict[float, list[nn.Parameter]] = {1.0: []}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -25,7 +27,20 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, lr: float) -> torch.op
             groups.setdefault(factor, []).append(p)
     return torch.optim.SGD([{"params": ps, "lr": lr * f} for f, ps in groups.items() if ps], lr=lr,
                            momentum=optim.momentum, weight_decay=optim.weight_decay,
-                           nesterov=optim.nesterov)
+                           nesterov=optim.nesterov, **_implementation(fused))
+
+
+def _implementation(fused: bool) -> dict:
+    return {"fused": True, "foreach": False} if fused else {"fused": None, "foreach": None}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimiser's implementation (fused or
+    not): a checkpoint written by a fused GPU run resumes on a CPU and the other way round."""
+    keep = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, impl in zip(optimizer.param_groups, keep):
+        group.update(impl)
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, schedule: ScheduleConfig) -> float:

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configs import Config
+from ..configs import Config, RuntimeConfig
 from ..data.io import atomic_write_text
 from .data import long_term_of
 from .distributed import DistInfo, broadcast_object, gather_objects, init_distributed
+from .step import autocast
 
 ACTION_THRESHOLD = 0.002
 
@@ -33,7 +34,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def predict_rows(model: nn.Module, loader, device: torch.device, info: DistInfo,
                  class_ids: list[int], action_thr: float = ACTION_THRESHOLD,
-                 desc: str = "test") -> pd.DataFrame:
+                 desc: str = "test", runtime: RuntimeConfig = RuntimeConfig()) -> pd.DataFrame:
     """Detections of this process's shard: one row per (proposal, class) scoring above
     ``action_thr``. ``class_ids[i]`` is the action id of score column ``i`` (column 0 unused)."""
     detector = _unwrap(model)
@@ -42,7 +43,7 @@ def predict_rows(model: nn.Module, loader, device: torch.device, info: DistInfo,
     frames = []
     for batch in tqdm(loader, desc=desc, disable=not info.is_main, leave=False):
         clips = batch["clips"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, runtime):
             scores = detector.predict(clips, [p.to(device) for p in batch["proposals"]],
                                       **long_term_of(batch, device))
         for s, boxes, meta in zip(scores, batch["proposals"], batch["meta"]):
@@ -85,7 +86,8 @@ def evaluate_split(model: nn.Module, cfg: Config, root, device: torch.device, in
 
     dataset = build_dataset(cfg, split, root, train=False)
     loader = eval_loader(dataset, cfg.data.workers, info)
-    rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc)
+    rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc,
+                       runtime=cfg.runtime)
     shards = gather_objects(rows, info)
     result = None
     if info.is_main:
@@ -137,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         from .data import build_dataset, eval_loader
         dataset = build_dataset(cfg, args.split, args.data_root, train=False)
         rows = predict_rows(model, eval_loader(dataset, cfg.data.workers, info), device, info,
-                            score_columns(cfg))
+                            score_columns(cfg), runtime=cfg.runtime)
         shards = gather_objects(rows, info)
         if info.is_main:
             write_results(pd.concat(shards, ignore_index=True), out)

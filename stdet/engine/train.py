@@ -32,6 +32,7 @@ from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
 from .logger import JsonlLogger
+from .step import PendingSteps, configure_backends, prepare_model, to_device, train_step, use_fused
 
 
 class TrainingError(RuntimeError):
@@ -159,7 +160,7 @@ def build_model(cfg: Config, info: DistInfo) -> nn.Module:
 def main(args: argparse.Namespace) -> dict:
     """Train; returns ``{"epochs": ..., "best_map": ..., "last_map": ..., "work_dir": ...}``."""
     from .data import build_dataset, reseed, train_loader
-    from .schedule import build_optimizer, build_scheduler
+    from .schedule import build_optimizer, build_scheduler, load_optimizer_state
     from .test import evaluate_split
 
     cfg = resolve_config(args.config, args.cfg_options)
@@ -168,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+    configure_backends(device, cfg.runtime, args.deterministic)
     seed_everything(args.seed + info.rank)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -177,10 +178,11 @@ def main(args: argparse.Namespace) -> dict:
         keep_earlier_log(work_dir / "log.jsonl")
     logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
 
-    model = build_model(cfg, info).to(device)
+    model = prepare_model(build_model(cfg, info).to(device), cfg.runtime)
     dataset = build_dataset(cfg, "train", args.data_root)
     batch = cfg.optim.batch_per_gpu
-    loader = train_loader(dataset, batch, cfg.data.workers, info, args.seed)
+    loader = train_loader(dataset, batch, cfg.data.workers, info, args.seed,
+                          pin_memory=device.type == "cuda")
     global_batch = batch * info.world_size
     lr = cfg.optim.scaled_lr(global_batch)
     if info.is_main:
@@ -188,7 +190,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"lr {cfg.optim.lr:g} for {cfg.optim.reference_batch} clips a step (linear scaling "
               f"rule) -> {lr:g} for {global_batch} ({info.world_size} process"
               f"{'es' if info.world_size > 1 else ''} x {batch})")
-    optimizer = build_optimizer(model, cfg.optim, lr)
+    optimizer = build_optimizer(model, cfg.optim, lr, fused=use_fused(model, cfg.runtime))
     scheduler = build_scheduler(optimizer, len(loader), cfg.schedule)
     state = {"epoch": 0, "iteration": 0, "best_map": float("nan"), "best_epoch": None}
 
@@ -196,7 +198,7 @@ def main(args: argparse.Namespace) -> dict:
         path = work_dir / "latest.pth" if args.resume == "auto" else Path(args.resume)
         ckpt = read_checkpoint(path)
         model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["train_state"])
         set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
@@ -259,54 +261,57 @@ def _save(path: Path, model, optimizer, scheduler, state: dict, cfg: Config, inf
 def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, loader,
                     device: torch.device, epoch: int, state: dict, cfg: Config, info: DistInfo,
                     logger: JsonlLogger, max_iters: int | None = None) -> bool:
-    """One pass over the training shard; returns True when ``max_iters`` is reached."""
+    """One pass over the training shard; returns True when ``max_iters`` is reached.
+
+    The step reads nothing back from the device (:mod:`stdet.engine.step`): loss values, the
+    finite-loss check and the progress bar wait for the log interval, the end of the epoch or
+    ``max_iters``. A non-finite loss stops training there, naming the first step that had one;
+    nothing is saved after it, so ``latest.pth`` keeps the last good epoch."""
+    interval = cfg.runtime.log_interval
+    if interval < 1:
+        raise ValueError(f"runtime.log_interval must be >= 1, got {interval}")
     ddp.train()
+    pending = PendingSteps()
     end = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}", disable=not info.is_main,
                leave=False)
+    stop = False
     for i, batch in enumerate(bar):
         data_time = time.perf_counter() - end
-        clips = batch["clips"].to(device, non_blocking=True)
         rois, targets = model.training_rois(batch["proposals"], batch["gt_boxes"], batch["gt_labels"])
-        rois, targets = rois.to(device, clips.dtype), targets.to(device)
-        extra = long_term_of(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = ddp(clips, rois, **extra)
-        out = model.loss_of(logits.float(), targets)
-        loss = out["loss"]
-        if not all_finite(loss, info):  # every process stops at the same step
-            kept = (f"the last good checkpoint, latest.pth of epoch {state['epoch']}, is kept"
-                    if state["epoch"] else "no checkpoint had been written yet")
-            where = " on one of the processes" if info.distributed else ""
-            raise TrainingError(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1} "
-                                f"(step {state['iteration'] + 1}){where}; training stopped; {kept}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
+        on_device = to_device(batch["clips"], rois, targets, device, cfg.runtime.channels_last)
         lr = optimizer.param_groups[0]["lr"]
+        values = train_step(ddp, model, optimizer, *on_device, cfg, device,
+                            **long_term_of(batch, device))
         scheduler.step()
         state["iteration"] += 1
-        iter_time = time.perf_counter() - end
+        pending.add({"mode": "train", "epoch": epoch + 1, "iter": i + 1, "step": state["iteration"],
+                     "lr": lr, "data_time": round(data_time, 4),
+                     "memory_mb": round(memory_mb(device), 1)}, values)
+        stop = max_iters is not None and state["iteration"] >= max_iters
+        if len(pending) == interval or stop or i + 1 == len(loader):
+            _write_pending(pending, logger, bar, state, info)
         end = time.perf_counter()
-        logger.log(mode="train", epoch=epoch + 1, iter=i + 1, step=state["iteration"], lr=lr,
-                   data_time=round(data_time, 4), time=round(iter_time, 4),
-                   memory_mb=round(memory_mb(device), 1),
-                   **{k: round(float(v.detach()), 6) for k, v in out.items()})
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.3g}")
-        if max_iters is not None and state["iteration"] >= max_iters:
-            return True
-    return False
+        if stop:
+            break
+    return stop
 
 
-def all_finite(loss: torch.Tensor, info: DistInfo) -> bool:
-    """Whether the loss is finite on every process (one tiny all-reduce under DDP, so that a NaN
-    on one process stops all of them instead of leaving the others waiting)."""
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if info.distributed:
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item())
+def _write_pending(pending: PendingSteps, logger: JsonlLogger, bar, state: dict,
+                   info: DistInfo) -> None:
+    """Log the pending steps; raise TrainingError at the first one whose loss was not finite on
+    some process (every process reads at the same step, so all of them stop together)."""
+    records, bad = pending.read(info)
+    for record in records:
+        logger.log(**record)
+    if records:
+        bar.set_postfix(loss=f"{records[-1]['loss']:.4f}", lr=f"{records[-1]['lr']:.3g}")
+    if bad is not None:
+        kept = (f"the last good checkpoint, latest.pth of epoch {state['epoch']}, is kept"
+                if state["epoch"] else "no checkpoint had been written yet")
+        where = " on one of the processes" if info.distributed else ""
+        raise TrainingError(f"loss is {bad['loss']} at epoch {bad['epoch']}, iteration "
+                            f"{bad['iter']} (step {bad['step']}){where}; training stopped; {kept}")
 
 
 def mini_base_checkpoint(data_root: str | os.PathLike, work_dir: str | os.PathLike | None = None,

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from ..configs import Config
+from ..configs import Config, RuntimeConfig
 from ..engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from ..engine.step import autocast
 from .bank import BankWriter, bank_nbytes, merge_shards
 
 
@@ -59,7 +60,7 @@ def roi_bank_features(model: nn.Module, clips: Tensor, rois: Tensor) -> Tensor:
 
 @torch.no_grad()
 def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device, info: DistInfo,
-            workers: int = 0, desc: str = "lfb") -> int:
+            workers: int = 0, desc: str = "lfb", runtime: RuntimeConfig = RuntimeConfig()) -> int:
     """Write the features of this process's share of ``dataset``'s keyframes that ``writer``
     does not hold yet; returns how many keyframes were written."""
     from ..engine.data import eval_loader
@@ -74,7 +75,7 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
         features = proposals.new_zeros((0, writer.channels))
         if len(proposals):
             rois = boxes_to_rois([proposals.to(device)])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device, runtime):
                 features = roi_bank_features(model, batch["clips"].to(device), rois)
         writer.add(meta["video_id"], int(meta["timestamp"]), features.float().cpu().numpy())
         written += 1
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         skipped = len(writer.done)
         barrier(info)  # every process has read the same shards before any writes a new one
         written = extract(model, dataset, writer, device, info, cfg.data.workers,
-                          desc=f"lfb {args.split}")
+                          desc=f"lfb {args.split}", runtime=cfg.runtime)
         barrier(info)
         if info.is_main:
             bank = merge_shards(out, args.split)

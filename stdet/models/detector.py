@@ -67,10 +67,12 @@ class ActionDetector(nn.Module):
         rois = boxes_to_rois([boxes for boxes, _ in sampled])
         return rois, torch.cat([labels for _, labels in sampled])
 
-    def loss_of(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """``{"loss": ..., "recall@top3": ...}`` of the logits of sampled RoIs."""
-        out = {"loss": action_loss(logits, targets, self.focal_alpha, self.focal_gamma)}
-        out.update(recall_precision(logits.detach(), targets, self.topk))
+    def loss_of(self, logits: Tensor, targets: Tensor,
+                positive: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"loss": ..., "recall@top3": ...}`` of the logits of sampled RoIs; ``positive``:
+        :func:`~stdet.models.losses.positive_rows` of the targets, if the caller has them."""
+        out = {"loss": action_loss(logits, targets, self.focal_alpha, self.focal_gamma, positive)}
+        out.update(recall_precision(logits.detach(), targets, self.topk, positive=positive))
         return out
 
     def loss(self, clips: Tensor, proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor],

@@ -14,19 +14,29 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _positive_actions(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Drop class 0 and the RoIs with no action."""
-    logits, targets = logits[:, 1:], targets[:, 1:]
-    keep = targets.sum(dim=1) > 0
-    return logits[keep], targets[keep]
+def positive_rows(targets: Tensor) -> Tensor:
+    """Indices ``(P,)`` of the RoIs with an action (class 0 aside). On a GPU this reads a count
+    back from the device, so the training step gets it from the targets while they are still on
+    the host, where they are made."""
+    return (targets[:, 1:].sum(dim=1) > 0).nonzero().flatten()
+
+
+def _positive_actions(logits: Tensor, targets: Tensor,
+                      positive: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Drop class 0 and the RoIs with no action (``positive``: their indices, if known)."""
+    if positive is None:
+        positive = positive_rows(targets)
+    positive = positive.to(logits.device)
+    return logits[:, 1:].index_select(0, positive), targets[:, 1:].index_select(0, positive)
 
 
 def action_loss(logits: Tensor, targets: Tensor, focal_alpha: float = 1.0,
-                focal_gamma: float = 0.0) -> Tensor:
+                focal_gamma: float = 0.0, positive: Tensor | None = None) -> Tensor:
     """``logits, targets (K, num_classes)`` -> scalar. A batch without any positive RoI gives a
-    zero that still depends on ``logits`` (so backward runs), not NaN."""
-    logits, targets = _positive_actions(logits, targets.to(logits.dtype))
-    if logits.numel() == 0:
+    zero that still depends on ``logits`` (so backward runs), not NaN. ``positive``: the
+    indices :func:`positive_rows` gives, when the caller has them."""
+    logits, targets = _positive_actions(logits, targets.to(logits.dtype), positive)
+    if logits.numel() == 0:  # a shape: known without reading the device
         return logits.sum() * 0.0
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if focal_alpha == 1.0 and focal_gamma == 0.0:
@@ -44,15 +54,13 @@ def _recall_precision(predicted: Tensor, actual: Tensor) -> tuple[Tensor, Tensor
 
 @torch.no_grad()
 def recall_precision(logits: Tensor, targets: Tensor, topk: tuple[int, ...] = (3, 5),
-                     thr: float = 0.5) -> dict[str, Tensor]:
+                     thr: float = 0.5, positive: Tensor | None = None) -> dict[str, Tensor]:
     """Recall and precision on the positive RoIs: of ``sigmoid > thr`` and of the top k classes.
 
     Keys: ``recall@thr=0.5``, ``prec@thr=0.5``, ``recall@top3``, ``prec@top3``, ... (MMAction2's
-    log names). Empty dict when there is no positive RoI.
+    log names), the same for every batch; the values are NaN when there is no positive RoI.
     """
-    logits, targets = _positive_actions(logits, targets)
-    if logits.shape[0] == 0:
-        return {}
+    logits, targets = _positive_actions(logits, targets, positive)
     actual = targets > 0.5
     probs = logits.sigmoid()
     out = {}

@@ -25,16 +25,20 @@ as a ``(N*H*W, C)`` table, and their weights, are computed for all RoIs at once,
 ``F.embedding_bag(mode="sum", per_sample_weights=...)`` gathers and sums them in one kernel,
 without materialising the gathered vectors; its backward scatters into the feature gradient.
 With an adaptive grid every RoI is padded to the largest grid in the call with zero-weight
-samples. Gradients flow to ``features`` only (the box geometry is piecewise constant in the
-sampling grid and, as in torchvision, is not differentiated).
+samples, or to ``max_grid`` when given (the detector passes the bound of its feature map, so that
+the training step never waits for the device to size the grid). Gradients flow to ``features``
+only (the box geometry is piecewise constant in the sampling grid and, as in torchvision, is not
+differentiated).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RoIAlign", "roi_align"]
+__all__ = ["RoIAlign", "grid_for_map", "roi_align"]
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -76,7 +80,8 @@ def _axis_samples(start: Tensor, bin_size: Tensor, grid: Tensor, grid_max: int, 
 
 
 def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int],
-              spatial_scale: float, sampling_ratio: int = 0, aligned: bool = True) -> Tensor:
+              spatial_scale: float, sampling_ratio: int = 0, aligned: bool = True,
+              max_grid: tuple[int, int] | None = None) -> Tensor:
     """RoIAlign with average pooling, as ``torchvision.ops.roi_align``.
 
     Args:
@@ -88,6 +93,10 @@ def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int]
         sampling_ratio: sampling points per bin side; ``<= 0`` means
             ``ceil(roi_size / output_size)`` for each RoI.
         aligned: shift boxes by -0.5 feature pixel (Detectron2 / torchvision ``aligned=True``).
+        max_grid: with ``sampling_ratio <= 0``, at most ``(grid_h, grid_w)`` sampling points per
+            bin side. The padded sampling grid then has this fixed size and nothing is read back
+            from the device; without it the grid is sized by the largest RoI (one device sync).
+            ``grid_for_map`` gives the bound that changes nothing for RoIs inside the map.
 
     Returns:
         (K, C, out_h, out_w), the dtype of ``features``. Half-precision inputs are accumulated in
@@ -120,9 +129,12 @@ def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int]
             # Negative (flipped) or non-finite RoIs have an empty grid, as in the kernel's loops.
             grid_h = torch.ceil(roi_h / out_h).nan_to_num(0, 0, 0).clamp(min=0).long()
             grid_w = torch.ceil(roi_w / out_w).nan_to_num(0, 0, 0).clamp(min=0).long()
-            # The padded grid (one device sync); at least 1 so that no bag is empty.
+            # The padded grid, at least 1 so that no bag is empty.
             grid_h_max, grid_w_max = 1, 1
-            if k:
+            if max_grid is not None:
+                grid_h_max, grid_w_max = max(int(max_grid[0]), 1), max(int(max_grid[1]), 1)
+                grid_h, grid_w = grid_h.clamp(max=grid_h_max), grid_w.clamp(max=grid_w_max)
+            elif k:  # sized by the largest RoI: one device sync
                 grid_h_max, grid_w_max = torch.stack([grid_h.max(), grid_w.max()]).tolist()
                 grid_h_max, grid_w_max = max(grid_h_max, 1), max(grid_w_max, 1)
         count = (grid_h * grid_w).clamp(min=1).to(dtype)
@@ -144,6 +156,15 @@ def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int]
     out = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")  # (K*oh*ow, C)
     out = out.view(k, out_h, out_w, c) / count[:, None, None, None]
     return out.permute(0, 3, 1, 2).contiguous().to(features.dtype)
+
+
+def grid_for_map(features: Tensor, output_size: int | tuple[int, int]) -> tuple[int, int]:
+    """The ``max_grid`` of :func:`roi_align` that no RoI inside ``features``' map (N, C, H, W)
+    reaches: such a RoI spans at most H x W feature pixels, so ``ceil(H / out_h)`` points per bin
+    side. Only a RoI reaching outside the map would be sampled more sparsely than torchvision."""
+    out_h, out_w = _pair(output_size)
+    h, w = features.shape[-2:]
+    return math.ceil(h / out_h), math.ceil(w / out_w)
 
 
 class RoIAlign(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .roi_align import roi_align
+from .roi_align import grid_for_map, roi_align
 
 
 class RoIExtractor3D(nn.Module):
@@ -56,8 +56,10 @@ class RoIExtractor3D(nn.Module):
             pooled = [f.amax(dim=2, keepdim=True) for f in features]
         context = torch.cat(pooled, dim=1)
         frame = context[:, :, 0]
+        # RoIs lie inside the clip, so the map's bound sizes the sampling grid without a sync
         roi_features = roi_align(frame, rois, self.output_size, self.spatial_scale,
-                                 self.sampling_ratio, aligned=True)
+                                 self.sampling_ratio, aligned=True,
+                                 max_grid=grid_for_map(frame, self.output_size))
         if self.with_global:
             global_features = F.adaptive_avg_pool2d(frame, self.output_size)
             roi_features = torch.cat([roi_features, global_features[rois[:, 0].long()]], dim=1)

@@ -1,0 +1,34 @@
+"""The benchmark scripts still run against the package (their numbers are not checked here)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_gpu_train_step_times_the_engine_step_at_full_size(capsys):
+    """One full-size SlowOnly step on the CPU: the table row is complete and the step makes no
+    host read (the syncs/step column)."""
+    bench = load_script("gpu_train_step")
+    name = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"
+    assert bench.main([name, "--device", "cpu", "--batch", "1", "--steps", "1", "--warmup", "0",
+                       "--no-peak", "--distinct-batches", "1"]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith(f"| {name} |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["4x16", "1"]             # clip, batch
+    assert float(cells[6]) > 0                     # clips/s
+    assert cells[8] == "-" and cells[9] == "0"     # no MFU without a peak; no host read
