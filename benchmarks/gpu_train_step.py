@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['config']}: {r['clips/s']:.2f} clips/s, {r['ms/step']:.1f} ms/step",
                   file=sys.stderr, flush=True)
 
-    mem = "peak mem (GiB)" if device.type == "cuda" else "peak RSS (GiB)"
+    mem = "peak mem (GiB)" if device.type == "cuda" else "process peak RSS so far (GiB)"
     print(f"| config | clip | batch | RoIs/clip | GMACs fwd/clip | ms/step | clips/s | {mem} | "
           f"MFU | syncs/step |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
