@@ -10,6 +10,9 @@ What is covered:
 * every model family (SlowOnly, SlowFast, ACRN, non-local) trains a couple of iterations; the
   JSON-lines log, ``latest.pth`` (readable with ``weights_only=True``) and ``config.json``
   (usable as CONFIG of ``stdet test``) are complete;
+* the training step reads nothing back from the device; ``runtime.log_interval`` and
+  ``runtime.channels_last`` change how it runs, not what it learns; fused SGD matches the
+  default implementation and checkpoints resume across the two;
 * ``stdet test`` writes a results CSV in AVA's format that ``stdet eval`` scores to the mAP
   ``test --eval mAP`` printed and :func:`~stdet.engine.test.evaluate_split` returns;
 * ``--validate`` logs val records (mAP and group means) and keeps ``best.pth``;

@@ -1,7 +1,8 @@
 """Training: ``python -m stdet train CONFIG [--validate] ...``, one process or many under torchrun.
 
 The script reads top to bottom: :func:`get_args_parser`, :func:`main` (setup, resume, the epoch
-loop, validation, checkpoints) and :func:`train_one_epoch`.
+loop, validation, checkpoints) and :func:`train_one_epoch`; the step itself, and the ``runtime``
+switches that decide how it runs on the hardware, are in :mod:`stdet.engine.step`.
 
 Exactness of resume: every epoch starts by seeding torch, numpy and Python's ``random`` from
 (seed, epoch, rank) and the data order from (seed, epoch), so an epoch's randomness does not
