@@ -67,8 +67,8 @@ sys.path.insert(0, str(ROOT))
 from stdet import zoo  # noqa: E402
 from stdet.configs import Config  # noqa: E402
 from stdet.engine.schedule import build_optimizer  # noqa: E402
-from stdet.engine.step import (configure_backends, prepare_model, to_device,  # noqa: E402
-                               train_step, use_fused)
+from stdet.engine.step import (configure_backends, counting_host_reads,  # noqa: E402
+                               prepare_model, to_device, train_step, use_fused)
 from stdet.models import build_detector  # noqa: E402
 from stdet.models.complexity import model_complexity  # noqa: E402
 
@@ -154,38 +154,46 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = Non
 # the step
 # --------------------------------------------------------------------------------------------
 
-HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
-
-
 def count_syncs(step, device: torch.device) -> int:
     """How many times ``step()`` waits for the device: CUDA's sync debug mode on a GPU; on a CPU,
     the tensor-to-host reads that would be a sync on a GPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                step()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        return sum("synchroniz" in str(w.message) for w in caught)
-    calls = [0]
-    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+    if device.type != "cuda":
+        with counting_host_reads() as reads:
+            step()
+        return sum(reads.values())
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
-    def counting(original):
-        def wrapper(self, *args, **kwargs):
-            calls[0] += 1
-            return original(self, *args, **kwargs)
-        return wrapper
-    try:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, counting(original))
-        step()
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-    return calls[0]
+
+def time_steps(step, batches: list[dict], steps: int, device: torch.device):
+    """``steps`` calls of ``step`` cycling over ``batches``: (seconds in all, the last result).
+    CUDA events around the whole loop (one synchronisation at the end), else the wall clock."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        result = step(batches[i % len(batches)])
+    if device.type == "cuda":
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000, result
+    return time.perf_counter() - t0, result
+
+
+def synthetic_batches(model, cfg: Config, batch: int, device: torch.device, count: int,
+                      seed: int) -> list[dict]:
+    """``count`` seeded :func:`synthetic_batch` es, laid out as ``cfg.runtime`` asks."""
+    rng = np.random.default_rng(seed)
+    return [synthetic_batch(model, cfg, batch, cfg.data.crop_size, rng, device,
+                            cfg.runtime.channels_last) for _ in range(count)]
 
 
 def runtime_config(cfg: Config, args) -> Config:
@@ -204,15 +212,13 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
     bf16 = cuda and cfg.runtime.bf16
     crop = cfg.data.crop_size
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
 
     configure_backends(device, cfg.runtime, deterministic=False)
     model = build_detector(cfg.model).to(device).train()
     fused = use_fused(model, cfg.runtime)
     optimizer = build_optimizer(model, cfg.optim, cfg.optim.scaled_lr(batch), fused=fused)
     prepare_model(model, cfg.runtime)
-    batches = [synthetic_batch(model, cfg, batch, crop, rng, device, cfg.runtime.channels_last)
-               for _ in range(args.distinct_batches)]
+    batches = synthetic_batches(model, cfg, batch, device, args.distinct_batches, args.seed)
     rois_per_clip = float(np.mean([b["rois"].shape[0] / batch for b in batches]))
     macs = model_complexity(cfg.model, (3, cfg.data.clip_len, crop, crop),
                             num_rois=max(1, round(rois_per_clip)))["gflops"]
@@ -228,18 +234,10 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        loss = step(batches[i % len(batches)])
+    elapsed, loss = time_steps(step, batches, args.steps, device)
     if cuda:
-        end.record()
-        end.synchronize()
-        elapsed = start.elapsed_time(end) / 1000
         memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
     else:
-        elapsed = time.perf_counter() - t0
         memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     final_loss = float(loss)
     clips_per_s = batch * args.steps / elapsed

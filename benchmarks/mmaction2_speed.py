@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,15 +38,15 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import compare_mmaction2 as mm  # noqa: E402  (exits 0 with a message where MMAction2 is missing)
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gpu_train_step import runtime_config, synthetic_batch  # noqa: E402
+from gpu_train_step import runtime_config, synthetic_batches, time_steps  # noqa: E402
 from torch import nn  # noqa: E402
 
 from stdet import zoo  # noqa: E402
+from stdet.engine.distributed import DistInfo  # noqa: E402
 from stdet.engine.schedule import build_optimizer  # noqa: E402
-from stdet.engine.step import (configure_backends, prepare_model, train_step,  # noqa: E402
-                               use_fused)
+from stdet.engine.step import (PendingSteps, configure_backends, prepare_model,  # noqa: E402
+                               train_step, use_fused)
 from stdet.models import build_detector  # noqa: E402
 
 ACRN = "slowfast_acrn_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb"
@@ -57,22 +56,13 @@ MODELS["ACRN"] = (*MODELS["SlowFast R50 8x8"][:2], ACRN)
 DEFAULT_MODELS = ("SlowFast R50 8x8", "ACRN")
 
 
-def timed(step, batches: list[dict], warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds per step."""
-    for i in range(warmup):
+def timed(step, batches: list[dict], args, device: torch.device) -> float:
+    """Seconds per step, after ``args.warmup`` untimed steps."""
+    for i in range(args.warmup):
         step(batches[i % len(batches)])
     if device.type == "cuda":
         torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(batches[i % len(batches)])
-    if device.type == "cuda":
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000 / steps
-    return (time.perf_counter() - t0) / steps
+    return time_steps(step, batches, args.steps, device)[0] / args.steps
 
 
 def mmaction2_run(name: str, args, device: torch.device) -> tuple[float, int]:
@@ -87,7 +77,7 @@ def mmaction2_run(name: str, args, device: torch.device) -> tuple[float, int]:
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.scaled_lr(batch),
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    batches = make_batches(model, cfg, batch, args, device, channels_last=False)
+    batches = synthetic_batches(model, cfg, batch, device, args.distinct_batches, args.seed)
 
     def step(b: dict) -> dict[str, float]:
         logits = model(b["clips"], b["rois"])
@@ -98,7 +88,7 @@ def mmaction2_run(name: str, args, device: torch.device) -> tuple[float, int]:
         optimizer.step()
         return {k: v.item() for k, v in out.items()}  # logged every iteration
 
-    return timed(step, batches, args.warmup, args.steps, device), batch
+    return timed(step, batches, args, device), batch
 
 
 def stdet_run(name: str, args, device: torch.device) -> tuple[float, int]:
@@ -111,24 +101,16 @@ def stdet_run(name: str, args, device: torch.device) -> tuple[float, int]:
     optimizer = build_optimizer(model, cfg.optim, cfg.optim.scaled_lr(batch),
                                 fused=use_fused(model, cfg.runtime))
     prepare_model(model, cfg.runtime)
-    batches = make_batches(model, cfg, batch, args, device, cfg.runtime.channels_last)
-    pending: list[torch.Tensor] = []
+    batches = synthetic_batches(model, cfg, batch, device, args.distinct_batches, args.seed)
+    pending = PendingSteps()
 
     def step(b: dict) -> None:
-        out = train_step(model, model, optimizer, b["clips"], b["rois"], b["targets"],
-                         b["positive"], cfg, device)
-        pending.append(torch.stack(list(out.values())))
+        pending.add({}, train_step(model, model, optimizer, b["clips"], b["rois"], b["targets"],
+                                   b["positive"], cfg, device))
         if len(pending) == cfg.runtime.log_interval:  # the engine's read per log interval
-            torch.stack(pending).tolist()
-            pending.clear()
+            pending.read(DistInfo())
 
-    return timed(step, batches, args.warmup, args.steps, device), batch
-
-
-def make_batches(model, cfg, batch: int, args, device, channels_last: bool) -> list[dict]:
-    rng = np.random.default_rng(args.seed)
-    return [synthetic_batch(model, cfg, batch, cfg.data.crop_size, rng, device, channels_last)
-            for _ in range(args.distinct_batches)]
+    return timed(step, batches, args, device), batch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,7 +315,8 @@ def test_recall_precision_without_positive_rois_is_nan():
 
 
 def test_loss_and_recall_ignore_whatever_the_negative_rows_hold():
-    """Negative RoIs are masked, not indexed away: non-finite logits there change nothing."""
+    """Negative RoIs are left out before the loss: non-finite logits there change nothing, and
+    their gradient is exactly 0."""
     logits, targets = _loss_case(5)
     loss, metrics = action_loss(logits, targets, 3.0, 1.0), recall_precision(logits, targets)
     changed = logits.clone()

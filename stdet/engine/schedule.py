@@ -27,11 +27,7 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, lr: float,
             groups.setdefault(factor, []).append(p)
     return torch.optim.SGD([{"params": ps, "lr": lr * f} for f, ps in groups.items() if ps], lr=lr,
                            momentum=optim.momentum, weight_decay=optim.weight_decay,
-                           nesterov=optim.nesterov, **_implementation(fused))
-
-
-def _implementation(fused: bool) -> dict:
-    return {"fused": True, "foreach": False} if fused else {"fused": None, "foreach": None}
+                           nesterov=optim.nesterov, **({"fused": True, "foreach": False} if fused else {}))
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,32 @@ from torch import Tensor, nn
 from ..configs import Config, RuntimeConfig
 from ..models.losses import positive_rows
 from .distributed import DistInfo
+
+
+# the tensor methods that copy a value to the host: on a GPU, each waits for the device
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextlib.contextmanager
+def counting_host_reads():
+    """Count the calls of :data:`HOST_READS` inside the block, by method name (a ``Counter``
+    that fills as the block runs). Works on any device: a CPU run shows which calls would wait
+    for a GPU."""
+    reads: Counter = Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counting(name, original):
+        def read(self, *args, **kwargs):
+            reads[name] += 1
+            return original(self, *args, **kwargs)
+        return read
+    try:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, counting(name, original))
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
 
 
 def autocast(device: torch.device, runtime: RuntimeConfig):

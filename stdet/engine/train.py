@@ -166,6 +166,8 @@ def main(args: argparse.Namespace) -> dict:
 
     cfg = resolve_config(args.config, args.cfg_options)
     pretrained_file(cfg)  # before the work dir is touched
+    if cfg.runtime.log_interval < 1:
+        raise ValueError(f"runtime.log_interval must be >= 1, got {cfg.runtime.log_interval}")
     info, device = init_distributed(args.device)
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     if args.deterministic:
@@ -269,8 +271,6 @@ def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, load
     ``max_iters``. A non-finite loss stops training there, naming the first step that had one;
     nothing is saved after it, so ``latest.pth`` keeps the last good epoch."""
     interval = cfg.runtime.log_interval
-    if interval < 1:
-        raise ValueError(f"runtime.log_interval must be >= 1, got {interval}")
     ddp.train()
     pending = PendingSteps()
     end = time.perf_counter()
