@@ -12,6 +12,7 @@ Variants derive from a base with ``dataclasses.replace``, so each difference is 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from .configs import (BackboneConfig, Config, DataConfig, HeadConfig, LFBConfig, ModelConfig,
@@ -323,3 +324,45 @@ def table(scale: str = "full", complexity: bool = True, contains: str = "", prog
             row["test input"] = "x".join(map(str, shape[1:]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def resolve(text: str | Config, *overrides: str, data_root: str | os.PathLike | None = None) -> Config:
+    """The one place a config is resolved (``stdet.config`` and every command call it).
+
+    ``text`` is a zoo name (``NAME``, ``NAME:mini`` or ``NAME_mini``), the bank model's name
+    (``lfb_slowonly_r50_ava_infer[:mini]``: the SlowOnly that fills a long-term feature bank), a
+    ``config.json`` written by stdet, or a :class:`Config` itself. ``overrides`` are
+    ``--cfg-options`` strings (``"optim.lr=0.01"``); ``data_root`` becomes ``cfg.data.root``.
+
+    >>> cfg = resolve("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb:mini", "optim.lr=0.1",
+    ...               data_root="data/mini-ava")
+    >>> cfg.name, cfg.optim.lr, cfg.data.root
+    ('slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb_mini', 0.1, 'data/mini-ava')
+    """
+    from .configs import apply_overrides, load_config
+
+    if isinstance(text, Config):
+        cfg = text
+    elif str(text).endswith(".json") or os.path.sep in str(text):
+        cfg = load_config(text)
+    else:
+        name, _, scale = str(text).partition(":")
+        if name.removesuffix("_mini") == LFB_BANK_CONFIG:
+            name = LFB_BANK_BACKBONE + name[len(LFB_BANK_CONFIG):]
+        cfg = get(name, scale or "full")
+    flat = [o for item in overrides for o in ([item] if isinstance(item, str) else item)]
+    cfg = apply_overrides(cfg, flat)
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=str(data_root)))
+    return cfg
+
+
+def bank_model(cfg: Config) -> Config:
+    """The config whose model fills ``cfg``'s long-term feature bank (``model.lfb.bank_config``
+    at ``cfg``'s scale, reading ``cfg``'s data), or ``cfg`` itself when it has no bank."""
+    if cfg.model.lfb is None:
+        return cfg
+    bank = resolve(cfg.model.lfb.bank_config.removesuffix("_mini"))
+    if cfg.scale == "mini":
+        bank = resolve(f"{bank.name}:mini")
+    return replace(bank, data=cfg.data, runtime=cfg.runtime)
