@@ -226,7 +226,8 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
     def step(b: dict) -> torch.Tensor:
         extra = {"long_term": b["long_term"]} if "long_term" in b else {}
         return train_step(model, model, optimizer, b["clips"], b["rois"], b["targets"],
-                          b["positive"], cfg, device, **extra)["loss"]
+                          b["positive"], grad_clip=cfg.optim.grad_clip, bf16=cfg.runtime.bf16,
+                          **extra)["loss"]
 
     for i in range(args.warmup):
         step(batches[i % len(batches)])

@@ -106,7 +106,8 @@ def stdet_run(name: str, args, device: torch.device) -> tuple[float, int]:
 
     def step(b: dict) -> None:
         pending.add({}, train_step(model, model, optimizer, b["clips"], b["rois"], b["targets"],
-                                   b["positive"], cfg, device))
+                                   b["positive"], grad_clip=cfg.optim.grad_clip,
+                                   bf16=cfg.runtime.bf16))
         if len(pending) == cfg.runtime.log_interval:  # the engine's read per log interval
             pending.read(DistInfo())
 

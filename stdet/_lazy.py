@@ -9,7 +9,8 @@ from collections.abc import Callable
 def lazy_exports(package: str, exports: dict[str, list[str]]) -> tuple[Callable, Callable, list[str]]:
     """``(__getattr__, __dir__, __all__)`` for ``package``; ``exports`` maps a submodule (relative,
     e.g. ``".labels"``) to the names it provides; ``"ALIAS=name"`` exports ``name`` as ``ALIAS``.
-    A submodule's own name (``".zoo"`` listing ``"zoo"``) exports the module itself."""
+    A submodule's own name (``".zoo"`` listing ``"zoo"``) exports the module itself, unless the
+    module defines that name (``".engine.train"`` listing ``"train"`` exports the function)."""
     where: dict[str, tuple[str, str]] = {}
     for module, names in exports.items():
         for entry in names:
@@ -21,7 +22,9 @@ def lazy_exports(package: str, exports: dict[str, list[str]]) -> tuple[Callable,
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module_name, attr = where[name]
         module = importlib.import_module(module_name, package)
-        return module if module.__name__.rsplit(".", 1)[-1] == attr else getattr(module, attr)
+        if module.__name__.rsplit(".", 1)[-1] == attr and not hasattr(module, attr):
+            return module
+        return getattr(module, attr)
 
     def __dir__() -> list[str]:
         return sorted(where)

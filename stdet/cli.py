@@ -1,7 +1,10 @@
 """``python -m stdet COMMAND ...``: the command-line entry point.
 
 Each subcommand is a ``add_<name>_parser(subparsers)`` that registers its arguments and a
-``run`` function; ``main`` only dispatches.
+``run`` function that calls the public API (``stdet.train``, ``stdet.test``, ...); ``main`` only
+dispatches, and turns the errors a user can act on into one line ``error: ...``: exit code 2 for
+a mistake in the input (a config key or value, a data file, a missing file or bank), 1 for a
+fault of the run (a non-finite loss), 130 for Ctrl-C.
 """
 from __future__ import annotations
 
@@ -87,8 +90,9 @@ def add_convert_parser(subparsers) -> None:
                     "OUT (a torch file readable with weights_only=True).")
     p.add_argument("checkpoint", help="MMAction2 .pth file")
     p.add_argument("out", help="output .pth file")
-    p.add_argument("--config", help="zoo config to check the weights against (reports missing "
-                                    "and unexpected keys by name)")
+    p.add_argument("--config", help="config to check the weights against (NAME, NAME:mini or a "
+                                    "config.json; reports missing and unexpected keys by name)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     p.set_defaults(run=run_convert)
 
 
@@ -99,7 +103,7 @@ def run_convert(args: argparse.Namespace) -> int:
         from . import zoo
         from .models import build_detector
 
-        model = build_detector(zoo.get(args.config).model)
+        model = build_detector(zoo.resolve(args.config, *args.cfg_options).model)
         report = load_checkpoint(model, args.checkpoint)
         print(report)
         if report.mismatched:
@@ -160,16 +164,16 @@ def add_test_parser(subparsers) -> None:
     p = subparsers.add_parser("test", parents=[test.get_args_parser(add_help=False)],
                               help="score the val split with a checkpoint, write results.csv",
                               description=test.__doc__.splitlines()[0])
-    p.set_defaults(run=test.main)
+    p.set_defaults(run=test.run)
 
 
 def add_extract_lfb_parser(subparsers) -> None:
-    from .lfb import extract
+    from .engine import lfb
 
-    p = subparsers.add_parser("extract-lfb", parents=[extract.get_args_parser(add_help=False)],
+    p = subparsers.add_parser("extract-lfb", parents=[lfb.get_args_parser(add_help=False)],
                               help="build a long-term feature bank with a trained detector",
-                              description=extract.__doc__.splitlines()[0])
-    p.set_defaults(run=extract.main)
+                              description=lfb.__doc__.splitlines()[0])
+    p.set_defaults(run=lfb.run)
 
 
 COMMANDS = {"train": add_train_parser, "test": add_test_parser,
@@ -196,13 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    from .data.errors import AVADataError
-
     try:
         return args.run(args)
-    except AVADataError as e:  # bad input: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except known_errors() as e:  # one clear line, no traceback
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as one line: bad input (a config key or value, a data file,
+    a feature bank, a missing file) and a training run that cannot go on."""
+    from .configs import ConfigError
+    from .data.errors import AVADataError
+    from .lfb.bank import FeatureBankError
+
+    errors: list[type[BaseException]] = [AVADataError, ConfigError, FeatureBankError,
+                                         FileNotFoundError]
+    if "stdet.engine.train" in sys.modules:  # only a command that trains can raise it
+        errors.append(sys.modules["stdet.engine.train"].TrainingError)
+    return tuple(errors)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Plots for the book: keyframes with boxes and labels, frame strips, class statistics."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -120,12 +121,15 @@ def ap_bars(result, ax=None):
 
 def training_curves(log, axes=None):
     """Loss (per iteration, with a running mean) and val mAP (per epoch) from a training log:
-    the path of ``log.jsonl`` or its records (``stdet.engine.logger.read_log``)."""
+    the path of ``log.jsonl``, its DataFrame (``stdet.read_log``, ``TrainResult.log``) or its
+    records."""
     from .engine.logger import read_log
 
-    records = read_log(log) if not isinstance(log, list) else log
-    train = pd.DataFrame([r for r in records if r.get("mode") == "train"])
-    val = pd.DataFrame([r for r in records if r.get("mode") == "val"])
+    if isinstance(log, (str, os.PathLike)):
+        log = read_log(log)
+    log = pd.DataFrame(log)
+    modes = log["mode"] if "mode" in log else pd.Series(index=log.index, dtype=object)
+    train, val = log[modes == "train"], log[modes == "val"]
     if axes is None:
         axes = plt.subplots(1, 2, figsize=(10, 3.5))[1]
     loss_ax, map_ax = axes

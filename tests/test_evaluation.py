@@ -1,19 +1,24 @@
-"""Frame-AP: hand-computed cases for every rule of both protocols, bad input, the CLI, and the
-vectorized matching against a plain loop."""
+"""Frame-AP: hand-computed cases for every rule of both protocols, bad input, the CLI, the
+vectorized matching against a plain loop, the results CSV, and the in-memory API the book uses."""
 from __future__ import annotations
 
+import csv
+import doctest
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import stdet.evaluation
 from stdet.cli import main
 from stdet.data.errors import AVADataError
-from stdet.evaluation import evaluate
-from stdet.evaluation.ava_ap import _pairwise_iou, match_detections
-from stdet.evaluation.io import BoxTable, FrameKeys, read_box_csv
+from stdet.evaluation import (BoxTable, FrameKeys, box_iou, evaluate, frame_ap, match_detections,
+                              read_box_csv, read_results, write_results)
+from stdet.evaluation.ava_ap import _pairwise_iou
 
 LABELS = {1: "bend/bow (at the waist)", 12: "stand", 17: "carry/hold (an object)", 80: "watch (a person)"}
 A = (0.1, 0.1, 0.5, 0.5)          # a ground-truth box
@@ -290,7 +295,11 @@ def test_vectorized_matching_equals_loop(seed, float32):
     det.labels[:] = np.where(rng.random(n_det) < 0.7, gt.labels[src], det.labels)
     order = np.lexsort((det.order, -det.scores, det.labels, det.frame))
     det = det.take(order)
-    np.testing.assert_array_equal(match_detections(det, gt, float32), _loop_reference(det, gt, float32))
+    expected = _loop_reference(det, gt, float32)
+    np.testing.assert_array_equal(match_detections(det, gt, float32), expected)
+    # the public matcher ranks the rows itself: any row order gives the same flags, row by row
+    shuffled = rng.permutation(n_det)
+    np.testing.assert_array_equal(match_detections(det.take(shuffled), gt, float32), expected[shuffled])
 
 
 def test_float32_iou_follows_the_reference_arithmetic():
@@ -401,3 +410,131 @@ def test_plots_of_a_result(tmp_path):
     assert "stand (AP 83.3)" in [t.get_text() for t in ax.get_legend().get_texts()]
     bars = ap_bars(result)
     assert [round(p.get_width(), 1) for p in bars.patches] == [83.3, 100.0]
+
+
+# ---- the results CSV: one writer, one reader -------------------------------------------------------
+
+def test_write_results_then_read_them_back(tmp_path):
+    rows = pd.DataFrame({
+        "video": ["b", "a", "a", "a", "a", "a"],
+        "timestamp": [902, 1000, 902, 902, 902, 902],
+        "x1": [0.1, 0.2, 0.123456, 0.3, 0.4, 0.5], "y1": [0.1, 0.2, 0.2, 0.3, 0.4, 0.5],
+        "x2": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0], "y2": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        "action": [12, 12, 80, 12, 12, 12],
+        "score": [0.9, 0.8, 0.7, 0.25, 0.5, 0.25]})   # rows 3 and 5 tie: they keep their order
+    path = tmp_path / "results.csv"
+    write_results(rows, path)
+    assert path.read_text() == ("a,0902,0.4000,0.4000,0.9000,0.9000,12,0.5000\n"
+                                "a,0902,0.3000,0.3000,0.8000,0.8000,12,0.2500\n"
+                                "a,0902,0.5000,0.5000,1.0000,1.0000,12,0.2500\n"
+                                "a,0902,0.1235,0.2000,0.7000,0.7000,80,0.7000\n"
+                                "a,1000,0.2000,0.2000,0.6000,0.6000,12,0.8000\n"
+                                "b,0902,0.1000,0.1000,0.5000,0.5000,12,0.9000\n")
+    assert not (tmp_path / "results.csv.tmp").exists()
+    with path.open(newline="") as f:
+        lines = list(csv.reader(f))
+    assert all(len(line) == 8 for line in lines)
+    assert all(re.fullmatch(r"\d{4}", line[1]) for line in lines)
+    assert all(re.fullmatch(r"\d\.\d{4}", v) for line in lines for v in line[2:6] + line[7:])
+    keys = [(v, int(t), int(a), -float(s)) for v, t, *_, a, s in lines]
+    assert keys == sorted(keys)
+    table = read_results(path)
+    assert len(table) == 6 and table.order.tolist() == list(range(6))
+    assert table.labels.tolist() == [12, 12, 12, 80, 12, 12]
+    np.testing.assert_array_equal(table.scores, [0.5, 0.25, 0.25, 0.7, 0.8, 0.9])
+    np.testing.assert_array_equal(table.boxes[3], [0.1235, 0.2, 0.7, 0.7])
+    shared = FrameKeys()
+    read_results(path, shared)
+    assert set(shared.codes) == {"a", "b"}
+    with pytest.raises(ValueError, match="score"):
+        write_results(rows.drop(columns="score"), path)
+
+
+def test_an_empty_results_file(tmp_path):
+    path = tmp_path / "results.csv"
+    write_results(pd.DataFrame(columns=stdet.evaluation.RESULT_COLUMNS), path)
+    assert path.read_text() == "" and len(read_results(path)) == 0
+
+
+# ---- the in-memory API: what the book's worked example calls ---------------------------------------
+
+def test_box_iou_is_the_matching_arithmetic():
+    rng = np.random.default_rng(1)
+    a = np.sort(rng.random((7, 2, 2)), axis=1).reshape(7, 4)[:, [0, 2, 1, 3]]
+    b = np.sort(rng.random((5, 2, 2)), axis=1).reshape(5, 4)[:, [0, 2, 1, 3]]
+    for float32 in (False, True):
+        matrix = box_iou(a, b, float32=float32)
+        assert matrix.shape == (7, 5)
+        for i in range(7):
+            np.testing.assert_array_equal(matrix[i], _pairwise_iou(np.repeat(a[i:i + 1], 5, 0), b, float32))
+    # a plain IoU, written out
+    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
+    np.testing.assert_allclose(box_iou(a, b), inter / (area(a)[:, None] + area(b)[None, :] - inter),
+                               rtol=1e-12)
+    assert box_iou(A, [A_08, B]).tolist() == [[pytest.approx(0.875), 0.0]]
+    assert box_iou(np.zeros((0, 4)), b).shape == (0, 5)
+
+
+def test_box_table_from_rows_is_what_the_reader_reads(tmp_path):
+    gt_rows = [("v1", 902, A, 12), ("v2", 903, B, 80), ("v1", 902, B, 12)]
+    det_rows = [("v1", 902, A_08, 12, 0.9), ("v2", 903, B, 80, 0.4)]
+    files = write_case(tmp_path, gt_rows, det_rows)
+    file_keys = FrameKeys()
+    from_file = read_box_csv(files["gt"], file_keys, scores=False)
+    from_det_file = read_box_csv(files["pred"], file_keys, scores=True)
+    keys = FrameKeys()
+    gt = BoxTable.from_rows(gt_rows, keys)
+    det = BoxTable.from_rows(pd.DataFrame({
+        "video_id": ["v1", "v2"], "timestamp": [902, 903], "x1": [A_08[0], B[0]], "y1": [A_08[1], B[1]],
+        "x2": [A_08[2], B[2]], "y2": [A_08[3], B[3]], "action_id": [12, 80], "score": [0.9, 0.4]}), keys)
+    assert keys.codes == file_keys.codes
+    for got, expected in ((gt, from_file), (det, from_det_file)):
+        for name in ("frame", "boxes", "labels", "order"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    np.testing.assert_array_equal(det.scores, from_det_file.scores)
+    assert gt.scores.tolist() == [1.0, 1.0, 1.0]           # no 8th column: 1.0, as the reader does
+    assert len(BoxTable.from_rows([], keys)) == 0
+    with pytest.raises(ValueError, match="a row is"):
+        BoxTable.from_rows([("v", 902, A)], keys)
+    with pytest.raises(ValueError, match="lack the columns"):
+        BoxTable.from_rows(pd.DataFrame({"video": ["v"], "timestamp": [902]}), keys)
+    with pytest.raises(ValueError, match="timestamps"):
+        BoxTable.from_rows([("v", -1, A, 12)], keys)
+
+
+def test_a_worked_example_in_memory_equals_the_files(tmp_path):
+    """3 ground-truth boxes, 5 detections: the in-memory tables give the evaluator's answer."""
+    gt_rows = [("v", 902, A, 12), ("v", 902, B, 12), ("v", 903, A, 12)]
+    det_rows = [("v", 902, A_06, 12, 0.6),     # A already taken by the 0.9 detection: FP
+                ("v", 902, A_08, 12, 0.9),     # TP (A)
+                ("v", 903, A_04, 12, 0.8),     # IoU 0.4: FP
+                ("v", 902, B, 12, 0.7),        # TP (B)
+                ("v", 904, B, 12, 0.5)]        # a keyframe without ground truth: FP
+    keys = FrameKeys()
+    gt, det = BoxTable.from_rows(gt_rows, keys), BoxTable.from_rows(det_rows, keys)
+    assert match_detections(det, gt).tolist() == [False, True, False, True, False]
+    result = frame_ap(gt, det, [12])
+    # ranked: TP, FP, TP, FP, FP -> precision 1, 1/2, 2/3, 1/2, 2/5 at recall 1/3, 1/3, 2/3, ...
+    np.testing.assert_allclose(result.curves[12].precision, [1, 0.5, 2 / 3, 0.5, 0.4])
+    assert result.ap[12] == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
+    from_files = evaluate(**write_case(tmp_path, gt_rows, det_rows))
+    assert ap_of(from_files, 12) == result.ap[12]
+    np.testing.assert_array_equal(from_files.curves[12].precision, result.curves[12].precision)
+    excluded = np.array([keys.key("v", 904)])
+    assert frame_ap(gt, det, [12], excluded).num_det[12] == 4
+
+
+def test_public_names_and_their_examples():
+    names = stdet.evaluation.__all__
+    assert {"box_iou", "match_detections", "frame_ap", "BoxTable", "FrameKeys", "evaluate",
+            "read_results", "write_results", "AVAEvalResult"} <= set(names)
+    assert all(hasattr(stdet.evaluation, n) for n in names)
+    assert callable(stdet.evaluation.evaluate)
+    for obj in (box_iou, match_detections, frame_ap, BoxTable.from_rows, write_results):
+        assert ">>>" in obj.__doc__, obj
+        runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+        for test in doctest.DocTestFinder().find(obj, globs={}):
+            runner.run(test)
+        assert runner.failures == 0 and runner.tries > 0, obj

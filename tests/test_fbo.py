@@ -226,8 +226,9 @@ def test_mini_lfb_detector_trains_and_predicts(fbo):
     model = build_detector(cfg.model).train()
     assert isinstance(model.shared_head, LFBHead)
     clips, proposals, gt_boxes, gt_labels, long_term = _mini_batch(cfg)
-    out = model.loss(clips, proposals, gt_boxes, gt_labels,
-                     generator=torch.Generator().manual_seed(0), long_term=long_term)
+    rois, targets = model.training_rois(proposals, gt_boxes, gt_labels,
+                                        torch.Generator().manual_seed(0))
+    out = model.loss_of(model(clips, rois, long_term), targets)
     assert torch.isfinite(out["loss"]) and out["loss"] > 0
     out["loss"].backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
@@ -252,7 +253,7 @@ def test_mini_lfb_detector_trains_and_predicts(fbo):
     assert not torch.allclose(torch.cat(scores), torch.cat(other))
 
     with pytest.raises(ValueError, match=r"long-term features \(batch\['long_term'\]\)"):
-        model.loss(clips, proposals, gt_boxes, gt_labels)
+        model(clips, model.training_rois(proposals, gt_boxes, gt_labels)[0])
     with pytest.raises(ValueError, match="long-term features"):
         model.predict(clips, proposals)
     with pytest.raises(ValueError, match="long-term features"):

@@ -726,6 +726,13 @@ def _detector_batch(seed: int = 0, num_classes: int = 81):
     return clips, proposals, gt_boxes, gt_labels
 
 
+def _training_loss(model, clips, proposals, gt_boxes, gt_labels, generator=None):
+    """The loss of :func:`stdet.engine.step.train_step`: RoIs sampled on the host, the forward
+    pass, ``loss_of``."""
+    rois, targets = model.training_rois(proposals, gt_boxes, gt_labels, generator)
+    return model.loss_of(model(clips, rois), targets)
+
+
 def test_boxes_to_rois():
     boxes = [torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]]), torch.zeros(0, 4),
              torch.tensor([[9.0, 10, 11, 12, 0.9]])]           # a score column is dropped
@@ -739,8 +746,8 @@ def test_boxes_to_rois():
 def test_detector_loss_and_backward():
     model = tiny_detector().train()
     clips, proposals, gt_boxes, gt_labels = _detector_batch()
-    out = model.loss(clips, proposals, gt_boxes, gt_labels,
-                     generator=torch.Generator().manual_seed(0))
+    out = _training_loss(model, clips, proposals, gt_boxes, gt_labels,
+                         generator=torch.Generator().manual_seed(0))
     assert {"loss", "recall@thr=0.5", "prec@thr=0.5", "recall@top3", "prec@top3",
             "recall@top5", "prec@top5"} <= set(out)
     assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
@@ -751,23 +758,25 @@ def test_detector_loss_and_backward():
         assert any(gr.abs().sum() > 0 for gr in grads), name
 
 
-def test_detector_loss_is_sampled_rois_through_forward():
+def test_training_rois_and_loss_of():
     model = tiny_detector(1).train()
     clips, proposals, gt_boxes, gt_labels = _detector_batch(1)
-    out = model.loss(clips, proposals, gt_boxes, gt_labels,
-                     generator=torch.Generator().manual_seed(3))
+    rois, targets = model.training_rois(proposals, gt_boxes, gt_labels,
+                                        torch.Generator().manual_seed(3))
     gen = torch.Generator().manual_seed(3)
     sampled = [sample_rois(p, g, lab, 32, 0.9, gen)
                for p, g, lab in zip(proposals, gt_boxes, gt_labels)]
-    rois = boxes_to_rois([b for b, _ in sampled])
-    targets = torch.cat([lab for _, lab in sampled])
+    assert torch.equal(rois, boxes_to_rois([b for b, _ in sampled]))
+    assert torch.equal(targets, torch.cat([lab for _, lab in sampled]))
     assert rois.shape[0] == sum(p.shape[0] + g.shape[0] for p, g in zip(proposals, gt_boxes))
     logits = model(clips, rois)
+    out = model.loss_of(logits, targets)
     assert out["loss"].item() == pytest.approx(ref_action_loss(logits.detach(), targets),
                                                rel=1e-5)
     expected = ref_recall_precision(logits.detach(), targets)
     for key, value in expected.items():
         assert out[key].item() == pytest.approx(value, rel=1e-5, abs=1e-7)
+    assert not hasattr(model, "loss")      # one loss path: the engine's training step
 
 
 def test_detector_predict():
@@ -804,8 +813,8 @@ def test_zoo_acrn_detector():
     assert isinstance(model.shared_head, ACRNHead)
     clips, proposals, gt_boxes, gt_labels = _detector_batch(4)
     clips = torch.randn(2, 3, cfg.data.clip_len, 64, 64)
-    out = model.train().loss(clips, proposals, gt_boxes, gt_labels,
-                             generator=torch.Generator().manual_seed(0))
+    out = _training_loss(model.train(), clips, proposals, gt_boxes, gt_labels,
+                         generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and "recall@top3" in out
     out["loss"].backward()
     assert model.shared_head.conv1.weight.grad.abs().sum() > 0

@@ -109,7 +109,9 @@ def test_mini_scale_trains_and_predicts(name):
     torch.manual_seed(0)
     model = build_detector(cfg.model).train()
     clips, proposals, gt_boxes, gt_labels = _mini_batch(cfg)
-    out = model.loss(clips, proposals, gt_boxes, gt_labels, generator=torch.Generator().manual_seed(0))
+    rois, targets = model.training_rois(proposals, gt_boxes, gt_labels,
+                                        torch.Generator().manual_seed(0))
+    out = model.loss_of(model(clips, rois), targets)
     assert torch.isfinite(out["loss"]) and out["loss"] > 0
     assert {"recall@top3", "prec@top5"} <= set(out)
     out["loss"].backward()

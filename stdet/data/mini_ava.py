@@ -410,7 +410,9 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
 
     workers = workers or min(2, os.cpu_count() or 1, len(jobs))
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        from .processes import worker_context  # a kernel is never forked
+
+        with ProcessPoolExecutor(workers, mp_context=worker_context("auto", workers)) as pool:
             results = list(tqdm(pool.map(_make_video, jobs), total=len(jobs), desc="mini-AVA videos",
                                 disable=not progress))
     else:
@@ -444,3 +446,24 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
     write_label_map(layout.eval_label_file, ava_label_map(CLASS_IDS), form="item")
     atomic_write_text(out / "mini_ava.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def ensure_mini_ava(root: str | os.PathLike, seed: int = 0, spec: MiniAVASpec = MiniAVASpec(),
+                    videos: bool = False, progress: bool = True) -> dict:
+    """mini-AVA under ``root`` for ``seed`` and ``spec``: the summary of the one already there
+    (its ``mini_ava.json`` records both), else generated now (:func:`generate_mini_ava`).
+
+    >>> from stdet.data import ensure_mini_ava
+    >>> summary = ensure_mini_ava("data/mini-ava")        # generated once, then reused
+    >>> summary["splits"]["train"]["keyframes"]
+    """
+    path = Path(root) / "mini_ava.json"
+    if path.is_file():
+        import json
+
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        same = summary.get("seed") == seed and summary.get("spec") == asdict(spec)
+        if same and (not videos or all((Path(root) / "videos_15min" / f"{v}.mp4").is_file()
+                                       for s in summary["splits"].values() for v in s["videos"])):
+            return summary
+    return generate_mini_ava(root, seed=seed, spec=spec, videos=videos, progress=progress)

@@ -1,4 +1,8 @@
-"""Datasets and loaders of a config: AVA (or mini-AVA) splits, samplers for one or many processes."""
+"""Datasets and loaders of a config: AVA (or mini-AVA) splits, samplers for one or many processes.
+
+DataLoader workers start as :func:`stdet.data.processes.worker_context` says for
+``data.start_method`` (in a Jupyter kernel, from a forkserver rather than a fork of the kernel).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,17 +13,18 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from ..configs import Config, LFBConfig
 from ..data.dataset import AVADataset, ava_collate
 from ..data.layout import AVALayout
+from ..data.processes import worker_context
 from ..data.transforms import test_transforms, train_transforms
 from .distributed import DistInfo
 
 
-def layout_of(cfg: Config, root: str | Path | None = None) -> AVALayout:
-    return AVALayout(root or cfg.data.root, cfg.data.version)
+def layout_of(cfg: Config) -> AVALayout:
+    return AVALayout(cfg.data.root, cfg.data.version)
 
 
-def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
-                  train: bool | None = None) -> AVADataset:
-    """The ``split`` ("train" or "val") of the config's data, with its transforms."""
+def build_dataset(cfg: Config, split: str, train: bool | None = None) -> AVADataset:
+    """The ``split`` ("train" or "val") of the config's data (``cfg.data.root``), with its
+    transforms."""
     train = split == "train" if train is None else train
     data = cfg.data
     transforms = (train_transforms(data.train_scale, data.crop_size, data.flip) if train
@@ -27,7 +32,7 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
     lfb = {}
     if cfg.model.lfb is not None:
         from ..lfb import FeatureBank
-        where = bank_root(cfg, root)
+        where = bank_root(cfg)
         try:
             bank = FeatureBank.load(where, split)
         except FileNotFoundError:
@@ -39,7 +44,7 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
                "lfb_per_second": cfg.model.lfb.max_per_second}
     needed = max(data.train_scale) if train else data.test_scale
     return AVADataset.from_layout(
-        layout_of(cfg, root), split, train=train, transforms=transforms,
+        layout_of(cfg), split, train=train, transforms=transforms,
         frame_source=data.frame_source, min_short_side=needed if data.reduced_decode else None,
         clip_len=data.clip_len,
         frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
@@ -47,11 +52,11 @@ def build_dataset(cfg: Config, split: str, root: str | Path | None = None,
         max_proposals=data.max_proposals, **lfb)
 
 
-def bank_root(cfg: Config, root: str | Path | None = None) -> Path:
+def bank_root(cfg: Config) -> Path:
     """Where the config's long-term feature bank lives: ``model.lfb.bank_dir`` (the default one
     for a config without LFB, such as the bank model's), relative to the data root unless
     absolute."""
-    return Path(root or cfg.data.root) / (cfg.model.lfb or LFBConfig()).bank_dir
+    return Path(cfg.data.root) / (cfg.model.lfb or LFBConfig()).bank_dir
 
 
 def long_term_of(batch: dict, device: torch.device) -> dict:
@@ -76,14 +81,15 @@ class ShardSampler(Sampler[int]):
 
 
 def train_loader(dataset: AVADataset, batch_size: int, workers: int, info: DistInfo,
-                 seed: int, pin_memory: bool = False) -> DataLoader:
+                 seed: int, pin_memory: bool = False, start_method: str = "auto") -> DataLoader:
     """Shuffled batches, a different shard per process; call ``reseed(loader, epoch)`` first.
     ``pin_memory`` (for a GPU) lets the clips' copy to the device overlap the step."""
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=ava_collate, generator=torch.Generator(),
-                      persistent_workers=False, drop_last=False, pin_memory=pin_memory)
+                      persistent_workers=False, drop_last=False, pin_memory=pin_memory,
+                      multiprocessing_context=worker_context(start_method, workers))
 
 
 def reseed(loader: DataLoader, epoch: int, seed: int) -> None:
@@ -93,6 +99,10 @@ def reseed(loader: DataLoader, epoch: int, seed: int) -> None:
     loader.generator.manual_seed(seed * 1000 + epoch)
 
 
-def eval_loader(dataset: AVADataset, workers: int, info: DistInfo, batch_size: int = 1) -> DataLoader:
+def eval_loader(dataset: AVADataset, workers: int, info: DistInfo, batch_size: int = 1,
+                start_method: str = "auto") -> DataLoader:
+    """Every sample of this process's shard once, in order."""
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
-                      num_workers=workers, collate_fn=ava_collate)
+                      num_workers=workers, collate_fn=ava_collate,
+                      multiprocessing_context=worker_context(start_method, workers))
+

@@ -32,8 +32,8 @@ class JsonlLogger:
             self._file = None
 
 
-def read_log(path: str | os.PathLike) -> list[dict]:
-    """The records of a JSON-lines log (a partly written last line is ignored)."""
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines log, as dicts (a partly written last line is ignored)."""
     records = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
@@ -41,3 +41,17 @@ def read_log(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def read_log(path: str | os.PathLike):
+    """A training log (``WORK_DIR/log.jsonl``) as a ``pandas.DataFrame``, one row per record:
+    ``mode`` "train" (epoch, iter, step, lr, loss, recall/precision, time, memory), "val" (epoch,
+    mAP and the group means) or "error"; a partly written last line is ignored.
+
+    >>> import stdet
+    >>> log = stdet.read_log("work_dirs/slowonly_mini/log.jsonl")
+    >>> log[log["mode"] == "val"][["epoch", "mAP"]]
+    """
+    import pandas as pd
+
+    return pd.DataFrame(read_records(path))

@@ -23,7 +23,7 @@ from collections import Counter
 import torch
 from torch import Tensor, nn
 
-from ..configs import Config, RuntimeConfig
+from ..configs import RuntimeConfig
 from ..models.losses import positive_rows
 from .distributed import DistInfo
 
@@ -54,9 +54,9 @@ def counting_host_reads():
             setattr(torch.Tensor, name, original)
 
 
-def autocast(device: torch.device, runtime: RuntimeConfig):
-    """bfloat16 autocast on CUDA when ``runtime.bf16`` (float32 everywhere else)."""
-    if device.type != "cuda" or not runtime.bf16:
+def autocast(device: torch.device, bf16: bool = True):
+    """bfloat16 autocast on CUDA when ``bf16`` (``runtime.bf16``); float32 everywhere else."""
+    if device.type != "cuda" or not bf16:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
@@ -113,19 +113,19 @@ def to_device(clips: Tensor, rois: Tensor, targets: Tensor, device: torch.device
 
 
 def train_step(ddp: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, clips: Tensor,
-               rois: Tensor, targets: Tensor, positive: Tensor, cfg: Config, device: torch.device,
-               **extra: Tensor) -> dict[str, Tensor]:
-    """Forward, loss, backward, gradient clipping and the optimiser step, on what
-    :func:`to_device` gives; ``ddp`` is the module the forward goes through (a
-    DistributedDataParallel wrapper of ``model``, or ``model``). Returns the loss terms,
-    detached and still on the device."""
-    with autocast(device, cfg.runtime):
+               rois: Tensor, targets: Tensor, positive: Tensor, *, grad_clip: float = 0.0,
+               bf16: bool = True, **extra: Tensor) -> dict[str, Tensor]:
+    """Forward, loss, backward, gradient clipping (``optim.grad_clip``; 0: none) and the
+    optimiser step, on what :func:`to_device` gives; ``ddp`` is the module the forward goes
+    through (a DistributedDataParallel wrapper of ``model``, or ``model``); ``bf16``:
+    ``runtime.bf16``. Returns the loss terms, detached and still on the device."""
+    with autocast(clips.device, bf16):
         logits = ddp(clips, rois, **extra)
     out = model.loss_of(logits.float(), targets, positive)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
-    if cfg.optim.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return {k: v.detach() for k, v in out.items()}
 

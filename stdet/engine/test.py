@@ -1,4 +1,4 @@
-"""Inference over a split, the results CSV, and its evaluation.
+"""Inference over a split, the results CSV, and its evaluation: :func:`test` (``stdet.test``).
 
 ``python -m stdet test CONFIG CKPT [--eval mAP] [--out results.csv]`` mirrors MMAction2's
 ``tools/test.py``: scores every proposal of every keyframe of the val split, writes the rows
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configs import Config, RuntimeConfig
+from ..configs import Config
 from ..data.io import atomic_write_text
 from .data import long_term_of
 from .distributed import DistInfo, broadcast_object, gather_objects, init_distributed
@@ -34,16 +34,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def predict_rows(model: nn.Module, loader, device: torch.device, info: DistInfo,
                  class_ids: list[int], action_thr: float = ACTION_THRESHOLD,
-                 desc: str = "test", runtime: RuntimeConfig = RuntimeConfig()) -> pd.DataFrame:
+                 desc: str = "test", bf16: bool = True, progress: bool = True) -> pd.DataFrame:
     """Detections of this process's shard: one row per (proposal, class) scoring above
     ``action_thr``. ``class_ids[i]`` is the action id of score column ``i`` (column 0 unused)."""
     detector = _unwrap(model)
     detector.eval()
     ids = np.asarray(class_ids)
     frames = []
-    for batch in tqdm(loader, desc=desc, disable=not info.is_main, leave=False):
+    for batch in tqdm(loader, desc=desc, disable=not (progress and info.is_main), leave=False):
         clips = batch["clips"].to(device, non_blocking=True)
-        with autocast(device, runtime):
+        with autocast(device, bf16):
             scores = detector.predict(clips, [p.to(device) for p in batch["proposals"]],
                                       **long_term_of(batch, device))
         for s, boxes, meta in zip(scores, batch["proposals"], batch["meta"]):
@@ -76,23 +76,35 @@ def score_columns(cfg: Config) -> list[int]:
     return list(range(cfg.model.head.num_classes))
 
 
-def evaluate_split(model: nn.Module, cfg: Config, root, device: torch.device, info: DistInfo,
+def predict_split(model: nn.Module, cfg: Config, device: torch.device, info: DistInfo,
+                  out: str | os.PathLike, split: str = "val", desc: str = "test",
+                  progress: bool = True) -> Path | None:
+    """Score every proposal of ``split`` on every process and write the results CSV ``out``
+    (the main process; returns its path there, None elsewhere)."""
+    from .data import build_dataset, eval_loader
+
+    dataset = build_dataset(cfg, split, train=False)
+    loader = eval_loader(dataset, cfg.data.workers, info, start_method=cfg.data.start_method)
+    rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc,
+                        bf16=cfg.runtime.bf16, progress=progress)
+    shards = gather_objects(rows, info)
+    if not info.is_main:
+        return None
+    write_results(pd.concat(shards, ignore_index=True), out)
+    return Path(out)
+
+
+def evaluate_split(model: nn.Module, cfg: Config, device: torch.device, info: DistInfo,
                    out: str | os.PathLike, split: str = "val", protocol: str = "activitynet",
-                   desc: str = "val"):
+                   desc: str = "val", progress: bool = True):
     """Predict ``split`` on every process, write ``out`` and evaluate it on the main process; the
     :class:`~stdet.evaluation.AVAEvalResult` is broadcast, so every process returns it."""
     from ..evaluation import evaluate
-    from .data import build_dataset, eval_loader, layout_of
+    from .data import layout_of
 
-    dataset = build_dataset(cfg, split, root, train=False)
-    loader = eval_loader(dataset, cfg.data.workers, info)
-    rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc,
-                       runtime=cfg.runtime)
-    shards = gather_objects(rows, info)
     result = None
-    if info.is_main:
-        write_results(pd.concat(shards, ignore_index=True), out)
-        layout = layout_of(cfg, root)
+    if predict_split(model, cfg, device, info, out, split, desc, progress) is not None:
+        layout = layout_of(cfg)
         custom = list(cfg.data.custom_classes) if cfg.data.custom_classes else None
         label_map = layout.label_file if custom else layout.eval_label_file
         exclude = layout.exclude_file(split)
@@ -100,6 +112,43 @@ def evaluate_split(model: nn.Module, cfg: Config, root, device: torch.device, in
                           exclude=exclude if exclude.is_file() else None,
                           protocol=protocol, custom_classes=custom)
     return broadcast_object(result, info)
+
+
+def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
+               verbose: bool = True) -> nn.Module:
+    """The detector of ``cfg`` on ``device`` with the weights of ``checkpoint`` (stdet or
+    MMAction2); a partial match is reported on stderr."""
+    from ..models import build_detector
+    from .checkpoint import load_checkpoint
+
+    model = build_detector(cfg.model).to(device)
+    report = load_checkpoint(model, checkpoint)
+    if verbose and (report.missing or report.unexpected or report.mismatched):
+        print(report, file=sys.stderr)
+    return model
+
+
+def test(cfg: Config | str, checkpoint: str | os.PathLike, *, split: str = "val",
+         out: str | os.PathLike | None = None, device: str | None = None,
+         protocol: str = "activitynet", progress: bool = True):
+    """Score ``split`` of ``cfg.data.root`` with ``checkpoint``, write the results CSV ``out``
+    (default: ``results.csv`` next to the checkpoint) and evaluate it (frame-mAP@0.5 with
+    ``protocol``); returns the :class:`~stdet.evaluation.AVAEvalResult`. Under torchrun every
+    process scores its shard.
+
+    >>> import stdet
+    >>> cfg = stdet.config("work_dirs/slowonly_mini/config.json")   # the data root it trained on
+    >>> result = stdet.test(cfg, "work_dirs/slowonly_mini/best.pth")
+    >>> result.map, result.per_class
+    """
+    from .. import zoo
+
+    cfg = zoo.resolve(cfg)
+    info, dev = init_distributed(device)
+    model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
+    out = out or Path(checkpoint).with_name("results.csv")
+    return evaluate_split(model, cfg, dev, info, out, split, protocol, desc="test",
+                          progress=progress)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -118,31 +167,24 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    from ..models import build_detector
-    from .checkpoint import load_checkpoint
-    from .train import resolve_config
+def run(args: argparse.Namespace) -> int:
+    """The ``test`` command: :func:`test` with ``--eval``, else only the results CSV."""
+    from .. import zoo
 
-    cfg = resolve_config(args.config, args.cfg_options)
-    info, device = init_distributed(args.device)
-    model = build_detector(cfg.model).to(device)
-    report = load_checkpoint(model, args.checkpoint)
-    if info.is_main and (report.missing or report.unexpected or report.mismatched):
-        print(report, file=sys.stderr)
+    cfg = zoo.resolve(args.config, *args.cfg_options, data_root=args.data_root)
     out = args.out or str(Path(args.checkpoint).with_name("results.csv"))
     if args.eval:
-        result = evaluate_split(model, cfg, args.data_root, device, info, out, args.split,
-                                args.protocol, desc="test")
-        if info.is_main:
+        result = test(cfg, args.checkpoint, split=args.split, out=out, device=args.device,
+                      protocol=args.protocol)
+        if int(os.environ.get("RANK", 0)) == 0:
             print(result.table())
     else:
-        from .data import build_dataset, eval_loader
-        dataset = build_dataset(cfg, args.split, args.data_root, train=False)
-        rows = predict_rows(model, eval_loader(dataset, cfg.data.workers, info), device, info,
-                            score_columns(cfg), runtime=cfg.runtime)
-        shards = gather_objects(rows, info)
-        if info.is_main:
-            write_results(pd.concat(shards, ignore_index=True), out)
-    if info.is_main:
+        info, device = init_distributed(args.device)
+        model = load_model(cfg, args.checkpoint, device, verbose=info.is_main)
+        predict_split(model, cfg, device, info, out, args.split)
+    if int(os.environ.get("RANK", 0)) == 0:
         print(f"wrote {out}")
     return 0
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -1,15 +1,18 @@
-"""Training: ``python -m stdet train CONFIG [--validate] ...``, one process or many under torchrun.
+"""Training: :func:`train` (``stdet.train``), which ``python -m stdet train CONFIG`` calls; one
+process or, under torchrun, one per GPU.
 
-The script reads top to bottom: :func:`get_args_parser`, :func:`main` (setup, resume, the epoch
-loop, validation, checkpoints) and :func:`train_one_epoch`; the step itself, and the ``runtime``
-switches that decide how it runs on the hardware, are in :mod:`stdet.engine.step`.
+The module reads top to bottom: :func:`train` (setup, resume, the epoch loop, validation,
+checkpoints) and :func:`train_one_epoch` over a :class:`TrainRun`; the step itself, and the
+``runtime`` switches that decide how it runs on the hardware, are in :mod:`stdet.engine.step`;
+the command's argument parser is :func:`get_args_parser`, its body :func:`run`.
 
 Exactness of resume: every epoch starts by seeding torch, numpy and Python's ``random`` from
 (seed, epoch, rank) and the data order from (seed, epoch), so an epoch's randomness does not
 depend on what ran before it. A checkpoint is written (atomically) after every epoch with model,
-optimiser, scheduler, epoch, iteration, RNG states and config; ``--resume`` reloads it and replays
+optimiser, scheduler, epoch, iteration, RNG states and config; ``resume`` reloads it and replays
 the next epoch exactly as an uninterrupted run would (bit for bit on CPU with
-``--deterministic``).
+``deterministic``). The same holds in a notebook kernel: there, data workers start from a
+forkserver instead of a fork of the kernel (:mod:`stdet.engine.data`), with the same seeds.
 """
 from __future__ import annotations
 
@@ -18,39 +21,28 @@ import math
 import os
 import random
 import resource
-import subprocess
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configs import Config, apply_overrides, load_config, save_config
+from ..configs import Config, config_to_dict, save_config
 from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
-from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, init_distributed
-from .logger import JsonlLogger
+from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, gather_objects, init_distributed
+from .logger import JsonlLogger, read_log
 from .step import PendingSteps, configure_backends, prepare_model, to_device, train_step, use_fused
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss is not finite)."""
+    """Training cannot go on: the loss is not finite (a fault of the run, exit code 1)."""
 
-
-def resolve_config(text: str, overrides: list[str] | None = None) -> Config:
-    """A zoo name (``NAME``, ``NAME:mini``, ``NAME_mini``) or a config JSON written by stdet,
-    with ``--cfg-options`` applied."""
-    from .. import zoo
-
-    if text.endswith(".json") or os.path.sep in text:
-        cfg = load_config(text)
-    else:
-        name, _, scale = text.partition(":")
-        cfg = zoo.get(name, scale or "full")
-    return apply_overrides(cfg, list(overrides or []))
+    exit_code = 1
 
 
 def keep_earlier_log(path: Path) -> Path | None:
@@ -123,8 +115,8 @@ def memory_mb(device: torch.device) -> float:
 
 def pretrained_file(cfg: Config) -> str | None:
     """The local file of ``model.backbone.pretrained`` (a URL is downloaded to torch's hub cache
-    later, by :func:`build_model`); a local path that does not exist is a ``TrainingError`` that
-    says how to make it."""
+    later, by :func:`build_model`); a local path that does not exist is a ``FileNotFoundError``
+    that says how to make it."""
     pretrained = cfg.model.backbone.pretrained
     if not pretrained:
         return None
@@ -135,13 +127,14 @@ def pretrained_file(cfg: Config) -> str | None:
         if cfg.scale == "mini":
             from ..zoo import MINI_BASE
             hint = (f"; a mini config fine-tunes from the mini SlowOnly: train it first with "
-                    f"`python -m stdet train {MINI_BASE}:mini --data-root DIR`, or pass "
-                    f"--cfg-options model.backbone.pretrained=PATH (None: from scratch)")
-        raise TrainingError(f"model.backbone.pretrained: no file {pretrained}{hint}")
+                    f"`python -m stdet train {MINI_BASE}:mini --data-root DIR` "
+                    f"(stdet.mini_base_checkpoint), or pass --cfg-options "
+                    f"model.backbone.pretrained=PATH (None: from scratch)")
+        raise FileNotFoundError(f"model.backbone.pretrained: no file {pretrained}{hint}")
     return pretrained
 
 
-def build_model(cfg: Config, info: DistInfo) -> nn.Module:
+def build_model(cfg: Config, verbose: bool = True) -> nn.Module:
     """The detector, with its backbone initialised from ``model.backbone.pretrained``."""
     from ..models import build_detector
 
@@ -153,42 +146,104 @@ def build_model(cfg: Config, info: DistInfo) -> nn.Module:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.hub.download_url_to_file(pretrained, path)
         report = init_backbone(model, path)
-        if info.is_main:
+        if verbose:
             print(f"backbone initialised from {pretrained}:\n{report}")
     return model
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Train; returns ``{"epochs": ..., "best_map": ..., "last_map": ..., "work_dir": ...}``."""
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind.
+
+    ``log``: every record of ``log.jsonl`` (:func:`~stdet.engine.logger.read_log`), one row per
+    training iteration (``mode == "train"``) and per validation (``"val"``); ``metrics``: the last
+    validation's mAP and group means (empty without validation); ``best``: ``best.pth`` (None
+    without validation)."""
+
+    work_dir: Path
+    latest: Path
+    best: Path | None
+    log: pd.DataFrame
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    iterations: int = 0
+    best_map: float = float("nan")
+    best_epoch: int | None = None
+
+
+@dataclass
+class TrainRun:
+    """What one training run holds while it goes through its epochs: the module the forward
+    goes through (``ddp``: a DistributedDataParallel wrapper of ``model``, or ``model``), the
+    optimiser and schedule, the loader, where it runs, its log and progress (``state``: epoch,
+    iteration and the best validation so far, as the checkpoint stores it)."""
+
+    cfg: Config
+    model: nn.Module
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: torch.utils.data.DataLoader
+    device: torch.device
+    info: DistInfo
+    logger: JsonlLogger
+    state: dict
+    max_iters: int | None = None
+    progress: bool = True
+
+
+def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = True, seed: int = 0,
+          deterministic: bool = False, resume: bool | str | os.PathLike = False,
+          device: str | None = None, max_iters: int | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``cfg`` (a :class:`~stdet.configs.Config`, or anything :func:`stdet.config`
+    resolves) on ``cfg.data.root``, writing ``log.jsonl``, ``latest.pth`` (every epoch),
+    ``best.pth`` and ``results_val.csv`` (with ``validate``: val mAP every
+    ``schedule.eval_interval`` epochs) and ``config.json`` into ``work_dir``.
+
+    ``resume``: True continues from ``work_dir/latest.pth``, a path from that checkpoint;
+    ``max_iters`` stops early (the checkpoint then written counts the epoch as finished);
+    ``progress``: progress bars and printed summaries (rank 0 only). Under torchrun every
+    process calls this and trains its shard (DDP); each returns the same result.
+
+    >>> import stdet
+    >>> cfg = stdet.config("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb:mini",
+    ...                    data_root="data/mini-ava")
+    >>> result = stdet.train(cfg, "work_dirs/slowonly_mini", seed=0)
+    >>> result.metrics["mAP"], result.best
+    """
+    from .. import zoo
     from .data import build_dataset, reseed, train_loader
     from .schedule import build_optimizer, build_scheduler, load_optimizer_state
-    from .test import evaluate_split
 
-    cfg = resolve_config(args.config, args.cfg_options)
+    cfg = zoo.resolve(cfg)
     pretrained_file(cfg)  # before the work dir is touched
     if cfg.runtime.log_interval < 1:
         raise ValueError(f"runtime.log_interval must be >= 1, got {cfg.runtime.log_interval}")
-    info, device = init_distributed(args.device)
-    work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
-    if args.deterministic:
+    info, dev = init_distributed(device)
+    verbose = progress and info.is_main
+    work_dir = Path(work_dir)
+    if deterministic:
         torch.use_deterministic_algorithms(True)
-    configure_backends(device, cfg.runtime, args.deterministic)
-    seed_everything(args.seed + info.rank)
+    configure_backends(dev, cfg.runtime, deterministic)
+    seed_everything(seed + info.rank)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.json")
-    if info.is_main and not args.resume:
+        # the data root as an absolute path: `stdet test WORK/config.json CKPT` reads the same data
+        save_config(zoo.resolve(cfg, data_root=os.path.abspath(cfg.data.root)),
+                    work_dir / "config.json")
+    if info.is_main and not resume:
         keep_earlier_log(work_dir / "log.jsonl")
     logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
 
-    model = prepare_model(build_model(cfg, info).to(device), cfg.runtime)
-    dataset = build_dataset(cfg, "train", args.data_root)
+    model = prepare_model(build_model(cfg, verbose).to(dev), cfg.runtime)
+    dataset = build_dataset(cfg, "train")
     batch = cfg.optim.batch_per_gpu
-    loader = train_loader(dataset, batch, cfg.data.workers, info, args.seed,
-                          pin_memory=device.type == "cuda")
+    loader = train_loader(dataset, batch, cfg.data.workers, info, seed,
+                          pin_memory=dev.type == "cuda", start_method=cfg.data.start_method)
     global_batch = batch * info.world_size
     lr = cfg.optim.scaled_lr(global_batch)
-    if info.is_main:
+    if verbose:
         print(f"{cfg.name}: {len(dataset)} training keyframes, {len(loader)} iterations an epoch")
         print(f"lr {cfg.optim.lr:g} for {cfg.optim.reference_batch} clips a step (linear scaling "
               f"rule) -> {lr:g} for {global_batch} ({info.world_size} process"
@@ -197,159 +252,166 @@ def main(args: argparse.Namespace) -> dict:
     scheduler = build_scheduler(optimizer, len(loader), cfg.schedule)
     state = {"epoch": 0, "iteration": 0, "best_map": float("nan"), "best_epoch": None}
 
-    if args.resume:
-        path = work_dir / "latest.pth" if args.resume == "auto" else Path(args.resume)
+    if resume:
+        path = work_dir / "latest.pth" if resume in (True, "auto") else Path(resume)
         ckpt = read_checkpoint(path)
         model.load_state_dict(ckpt["state_dict"])
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["train_state"])
         set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        if info.is_main:
+        if verbose:
             print(f"resumed from {path} at epoch {state['epoch']}, iteration {state['iteration']}")
 
     ddp = model
     if info.distributed:
         ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    last_map = float("nan")
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    run = TrainRun(cfg, model, ddp, optimizer, scheduler, loader, dev, info, logger, state,
+                   max_iters, progress)
+    metrics: dict[str, float] = {}
     try:
         for epoch in range(state["epoch"], cfg.schedule.epochs):
-            seed_everything(args.seed * 1000 + epoch * 100 + info.rank)
-            reseed(loader, epoch, args.seed)
-            stop = train_one_epoch(ddp, model, optimizer, scheduler, loader, device, epoch, state,
-                                   cfg, info, logger, args.max_iters)
+            seed_everything(seed * 1000 + epoch * 100 + info.rank)
+            reseed(loader, epoch, seed)
+            stop = train_one_epoch(run, epoch)
             state["epoch"] = epoch + 1
-            if args.validate and (state["epoch"] % cfg.schedule.eval_interval == 0
-                                  or state["epoch"] == cfg.schedule.epochs):
-                broadcast_buffers(model, info)  # evaluate the weights the checkpoint holds
-                result = evaluate_split(model, cfg, args.data_root, device, info,
-                                        work_dir / "results_val.csv")
-                last_map = result.map
-                logger.log(mode="val", epoch=state["epoch"], mAP=result.map, **result.group_map)
-                if info.is_main:
-                    print(f"epoch {state['epoch']}: val mAP {100 * result.map:.2f}")
-                if not math.isfinite(state["best_map"]) or result.map > state["best_map"]:
-                    state["best_map"], state["best_epoch"] = result.map, state["epoch"]
-                    _save(work_dir / "best.pth", model, optimizer, scheduler, state, cfg, info)
-            _save(work_dir / "latest.pth", model, optimizer, scheduler, state, cfg, info)
+            if validate and (state["epoch"] % cfg.schedule.eval_interval == 0
+                             or state["epoch"] == cfg.schedule.epochs):
+                metrics = validate_epoch(run, work_dir)
+            _save(work_dir / "latest.pth", run)
             if stop:
                 break
+        barrier(info)
     except TrainingError as e:
         logger.log(mode="error", message=str(e))
+        raise
+    finally:
         logger.close()
         cleanup(info)
-        raise
-    logger.close()
-    barrier(info)
-    cleanup(info)
-    return {"epochs": state["epoch"], "iterations": state["iteration"], "best_map": state["best_map"],
-            "best_epoch": state["best_epoch"], "last_map": last_map, "work_dir": str(work_dir)}
+    best = work_dir / "best.pth"
+    if verbose:
+        print(f"done: {state['epoch']} epochs, {state['iteration']} iterations"
+              + (f", best val mAP {100 * state['best_map']:.2f} (epoch {state['best_epoch']})"
+                 if math.isfinite(state["best_map"]) else "") + f"; {work_dir}")
+    return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
+                       read_log(work_dir / "log.jsonl"), metrics, state["epoch"],
+                       state["iteration"], state["best_map"], state["best_epoch"])
 
 
-def _save(path: Path, model, optimizer, scheduler, state: dict, cfg: Config, info: DistInfo) -> None:
+def validate_epoch(run: TrainRun, work_dir: Path) -> dict[str, float]:
+    """Val mAP of the weights the checkpoint holds, logged; ``best.pth`` when it is the best so
+    far. Returns the mAP and group means."""
+    from .test import evaluate_split
+
+    state, info = run.state, run.info
+    broadcast_buffers(run.model, info)  # evaluate the weights the checkpoint holds
+    result = evaluate_split(run.model, run.cfg, run.device, info, work_dir / "results_val.csv",
+                            progress=run.progress)
+    metrics = {"mAP": result.map, **result.group_map}
+    run.logger.log(mode="val", epoch=state["epoch"], **metrics)
+    if run.progress and info.is_main:
+        print(f"epoch {state['epoch']}: val mAP {100 * result.map:.2f}")
+    if not math.isfinite(state["best_map"]) or result.map > state["best_map"]:
+        state["best_map"], state["best_epoch"] = result.map, state["epoch"]
+        _save(work_dir / "best.pth", run)
+    return metrics
+
+
+def _save(path: Path, run: TrainRun) -> None:
     """All processes contribute their RNG state; the main process writes the file atomically."""
-    from ..configs import config_to_dict
-    from .distributed import gather_objects
-
-    states = gather_objects(rng_state(), info)
-    if info.is_main:
-        save_checkpoint(path, model, meta={"config": cfg.name},
-                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        train_state=dict(state), rng=states, config=config_to_dict(cfg))
-    barrier(info)
+    states = gather_objects(rng_state(), run.info)
+    if run.info.is_main:
+        save_checkpoint(path, run.model, meta={"config": run.cfg.name},
+                        optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                        train_state=dict(run.state), rng=states, config=config_to_dict(run.cfg))
+    barrier(run.info)
 
 
-def train_one_epoch(ddp: nn.Module, model: nn.Module, optimizer, scheduler, loader,
-                    device: torch.device, epoch: int, state: dict, cfg: Config, info: DistInfo,
-                    logger: JsonlLogger, max_iters: int | None = None) -> bool:
-    """One pass over the training shard; returns True when ``max_iters`` is reached.
+def train_one_epoch(run: TrainRun, epoch: int) -> bool:
+    """One pass over the training shard; returns True when ``run.max_iters`` is reached.
 
     The step reads nothing back from the device (:mod:`stdet.engine.step`): loss values, the
     finite-loss check and the progress bar wait for the log interval, the end of the epoch or
     ``max_iters``. A non-finite loss stops training there, naming the first step that had one;
     nothing is saved after it, so ``latest.pth`` keeps the last good epoch."""
+    cfg, state, model, loader = run.cfg, run.state, run.model, run.loader
     interval = cfg.runtime.log_interval
-    ddp.train()
+    run.ddp.train()
     pending = PendingSteps()
     end = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}", disable=not info.is_main,
-               leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
+               disable=not (run.progress and run.info.is_main), leave=False)
     stop = False
     for i, batch in enumerate(bar):
         data_time = time.perf_counter() - end
         rois, targets = model.training_rois(batch["proposals"], batch["gt_boxes"], batch["gt_labels"])
-        on_device = to_device(batch["clips"], rois, targets, device, cfg.runtime.channels_last)
-        lr = optimizer.param_groups[0]["lr"]
-        values = train_step(ddp, model, optimizer, *on_device, cfg, device,
-                            **long_term_of(batch, device))
-        scheduler.step()
+        on_device = to_device(batch["clips"], rois, targets, run.device, cfg.runtime.channels_last)
+        lr = run.optimizer.param_groups[0]["lr"]
+        values = train_step(run.ddp, model, run.optimizer, *on_device, grad_clip=cfg.optim.grad_clip,
+                            bf16=cfg.runtime.bf16, **long_term_of(batch, run.device))
+        run.scheduler.step()
         state["iteration"] += 1
         pending.add({"mode": "train", "epoch": epoch + 1, "iter": i + 1, "step": state["iteration"],
                      "lr": lr, "data_time": round(data_time, 4),
-                     "memory_mb": round(memory_mb(device), 1)}, values)
-        stop = max_iters is not None and state["iteration"] >= max_iters
+                     "memory_mb": round(memory_mb(run.device), 1)}, values)
+        stop = run.max_iters is not None and state["iteration"] >= run.max_iters
         if len(pending) == interval or stop or i + 1 == len(loader):
-            _write_pending(pending, logger, bar, state, info)
+            _write_pending(pending, run, bar)
         end = time.perf_counter()
         if stop:
             break
     return stop
 
 
-def _write_pending(pending: PendingSteps, logger: JsonlLogger, bar, state: dict,
-                   info: DistInfo) -> None:
+def _write_pending(pending: PendingSteps, run: TrainRun, bar) -> None:
     """Log the pending steps; raise TrainingError at the first one whose loss was not finite on
     some process (every process reads at the same step, so all of them stop together)."""
-    records, bad = pending.read(info)
+    records, bad = pending.read(run.info)
     for record in records:
-        logger.log(**record)
+        run.logger.log(**record)
     if records:
         bar.set_postfix(loss=f"{records[-1]['loss']:.4f}", lr=f"{records[-1]['lr']:.3g}")
     if bad is not None:
-        kept = (f"the last good checkpoint, latest.pth of epoch {state['epoch']}, is kept"
-                if state["epoch"] else "no checkpoint had been written yet")
-        where = " on one of the processes" if info.distributed else ""
+        epoch = run.state["epoch"]
+        kept = (f"the last good checkpoint, latest.pth of epoch {epoch}, is kept"
+                if epoch else "no checkpoint had been written yet")
+        where = " on one of the processes" if run.info.distributed else ""
         raise TrainingError(f"loss is {bad['loss']} at epoch {bad['epoch']}, iteration "
                             f"{bad['iter']} (step {bad['step']}){where}; training stopped; {kept}")
 
 
 def mini_base_checkpoint(data_root: str | os.PathLike, work_dir: str | os.PathLike | None = None,
-                         seed: int = 0) -> Path:
+                         seed: int = 0, progress: bool = True) -> Path:
     """The last checkpoint of the mini SlowOnly (``zoo.MINI_BASE:mini``), which the other mini
     configs fine-tune from: the one in ``work_dir`` (default ``work_dirs/NAME``) if a run there
-    finished every epoch, else trained now by ``python -m stdet train NAME:mini --validate --seed
-    seed`` in a child process (a notebook kernel that forks DataLoader workers itself is several
-    times slower and leaves stray worker errors behind)."""
-    from ..zoo import MINI_BASE
+    finished every epoch, else trained now, in this process, by :func:`train` with validation and
+    ``seed`` (what ``python -m stdet train NAME:mini --validate`` does).
 
-    cfg = resolve_config(f"{MINI_BASE}:mini")
+    >>> import stdet
+    >>> base = stdet.mini_base_checkpoint("data/mini-ava")     # work_dirs/..._mini/latest.pth
+    >>> cfg = stdet.config("slowfast_kinetics_pretrained_r50_8x8x1_20e_ava_rgb:mini",
+    ...                    f"model.backbone.pretrained={base}", data_root="data/mini-ava")
+    """
+    from .. import zoo
+
+    cfg = zoo.resolve(f"{zoo.MINI_BASE}:mini", data_root=data_root)
     work_dir = Path(work_dir or Path("work_dirs") / cfg.name)
     path = work_dir / "latest.pth"
     if path.is_file():
         done = read_checkpoint(path).get("train_state", {}).get("epoch")
         if done == cfg.schedule.epochs:
             return path
-    command = [sys.executable, "-m", "stdet", "train", f"{MINI_BASE}:mini", "--data-root",
-               str(data_root), "--work-dir", str(work_dir), "--validate", "--seed", str(seed)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise TrainingError(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
-                            + done.stderr[-4000:])
+    train(cfg, work_dir, validate=True, seed=seed, progress=progress)
     return path
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``train`` command: errors a user can fix are one line, not a traceback."""
-    try:
-        summary = main(args)
-    except (TrainingError, KeyError, ValueError) as e:  # ValueError: e.g. a bad --cfg-options value
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 1
-    if int(os.environ.get("RANK", 0)) != 0:
-        return 0
-    print(f"done: {summary['epochs']} epochs, {summary['iterations']} iterations"
-          + (f", best val mAP {100 * summary['best_map']:.2f} (epoch {summary['best_epoch']})"
-             if math.isfinite(summary["best_map"]) else "") + f"; {summary['work_dir']}")
+    """The ``train`` command: :func:`train` on the resolved config."""
+    from .. import zoo
+
+    cfg = zoo.resolve(args.config, *args.cfg_options, data_root=args.data_root)
+    train(cfg, args.work_dir or Path("work_dirs") / cfg.name, validate=args.validate,
+          seed=args.seed, deterministic=args.deterministic, resume=args.resume or False,
+          device=args.device, max_iters=args.max_iters)
     return 0

@@ -52,27 +52,64 @@ DETECTIONS_PER_FRAME = 50
 PROTOCOLS = ("activitynet", "mmaction2")
 
 
-def _pairwise_iou(det: np.ndarray, gt: np.ndarray, float32: bool) -> np.ndarray:
-    """IoU of matching rows of ``det`` and ``gt`` ``(P, 4)`` (x1, y1, x2, y2), with the reference's
-    arithmetic: areas ``(y2-y1)*(x2-x1)``, intersections clipped at 0, no +1. With ``float32``
-    the coordinates, differences and areas are float32 and the products and the division float64,
-    exactly as MMAction2's evaluator computes on its float32 boxes."""
+def _pairwise_iou(a: np.ndarray, b: np.ndarray, float32: bool) -> np.ndarray:
+    """IoU of boxes ``a`` and ``b`` ``(..., 4)`` (x1, y1, x2, y2), broadcast against each other,
+    with the reference's arithmetic: areas ``(y2-y1)*(x2-x1)``, intersections clipped at 0, no +1.
+    With ``float32`` the coordinates, differences and areas are float32 and the products and the
+    division float64, exactly as MMAction2's evaluator computes on its float32 boxes. The matching
+    calls it on ``(P, 4)`` pairs, :func:`box_iou` on a ``(N, 1, 4)`` and a ``(1, M, 4)`` view."""
     if float32:
-        det, gt = det.astype(np.float32), gt.astype(np.float32)
-    heights = np.maximum(0.0, np.minimum(det[:, 3], gt[:, 3]) - np.maximum(det[:, 1], gt[:, 1]))
-    widths = np.maximum(0.0, np.minimum(det[:, 2], gt[:, 2]) - np.maximum(det[:, 0], gt[:, 0]))
+        a, b = a.astype(np.float32), b.astype(np.float32)
+    heights = np.maximum(0.0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]))
+    widths = np.maximum(0.0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]))
     intersection = heights.astype(np.float64) * widths.astype(np.float64)
-    area_det = (det[:, 3] - det[:, 1]) * (det[:, 2] - det[:, 0])
-    area_gt = (gt[:, 3] - gt[:, 1]) * (gt[:, 2] - gt[:, 0])
-    union = (area_det + area_gt) - intersection
+    area_a = (a[..., 3] - a[..., 1]) * (a[..., 2] - a[..., 0])
+    area_b = (b[..., 3] - b[..., 1]) * (b[..., 2] - b[..., 0])
+    union = (area_a + area_b) - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
         return intersection / union
 
 
+def box_iou(a, b, *, float32: bool = False) -> np.ndarray:
+    """IoU of every box of ``a`` ``(N, 4)`` with every box of ``b`` ``(M, 4)``: ``(N, M)``.
+
+    Boxes are ``x1, y1, x2, y2``; the arithmetic is the evaluator's (ActivityNet's; MMAction2's
+    with ``float32``). Two empty boxes give NaN (0 / 0), as in the references.
+
+    >>> from stdet.evaluation import box_iou
+    >>> box_iou([[0.1, 0.1, 0.5, 0.5]], [[0.1, 0.1, 0.5, 0.45], [0.5, 0.5, 0.9, 0.9]])
+    array([[0.875, 0.   ]])
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    return _pairwise_iou(a[:, None, :], b[None, :, :], float32)
+
+
 def match_detections(det: BoxTable, gt: BoxTable, float32: bool = False) -> np.ndarray:
-    """True-positive flags of ``det`` rows, given in processing order (descending score: the
-    rows of each (keyframe, class) in the order they claim boxes); ``gt`` is matched by
-    (keyframe, class)."""
+    """Whether each row of ``det`` is a true positive, as the evaluator decides (flags in the rows'
+    order). Within a keyframe and class, detections claim ground-truth boxes in descending score
+    (ties: ``order``); each is compared with its highest-IoU box only, and is a true positive when
+    that IoU is >= 0.5 and no earlier detection took the box. ``det`` and ``gt`` must share their
+    :class:`FrameKeys`.
+
+    >>> from stdet.evaluation import BoxTable, FrameKeys, match_detections
+    >>> keys = FrameKeys()
+    >>> gt = BoxTable.from_rows([("v", 902, (0.1, 0.1, 0.5, 0.5), 12)], keys)
+    >>> det = BoxTable.from_rows([("v", 902, (0.1, 0.1, 0.5, 0.35), 12, 0.8),   # IoU 0.625
+    ...                           ("v", 902, (0.1, 0.1, 0.5, 0.45), 12, 0.9)],  # IoU 0.875
+    ...                          keys)
+    >>> match_detections(det, gt)   # the better-scoring one takes the box first
+    array([False,  True])
+    """
+    order = ranked(det)
+    tp = np.empty(len(det), bool)
+    tp[order] = _match_ranked(det.take(order), gt, float32)
+    return tp
+
+
+def _match_ranked(det: BoxTable, gt: BoxTable, float32: bool) -> np.ndarray:
+    """:func:`match_detections` of ``det`` rows already in processing order (the rows of each
+    (keyframe, class) in the order they claim boxes), flags in that order: no sort."""
     if len(det) == 0:
         return np.zeros(0, bool)
     det_key = _group_key(det.frame, det.labels)
@@ -95,9 +132,9 @@ def match_detections(det: BoxTable, gt: BoxTable, float32: bool = False) -> np.n
     pair_gt = gt_order[np.repeat(start[has_gt], n) + np.arange(n.sum()) - np.repeat(seg_start, n)]
     iou = _pairwise_iou(det.boxes[pair_det], gt.boxes[pair_gt], float32)
     # numpy's argmax picks the first maximum and treats NaN (0/0 for empty boxes) as the maximum
-    ranked = np.where(np.isnan(iou), np.inf, iou)
-    best_value = np.maximum.reduceat(ranked, seg_start)
-    is_best = ranked == np.repeat(best_value, n)
+    comparable = np.where(np.isnan(iou), np.inf, iou)
+    best_value = np.maximum.reduceat(comparable, seg_start)
+    is_best = comparable == np.repeat(best_value, n)
     first = np.flatnonzero(is_best)
     _, pos = np.unique(pair_det[first], return_index=True)
     best_pair = first[pos]                                    # one per detection in has_gt
@@ -196,9 +233,24 @@ def prefilter(protocol: str, class_ids: list[int]) -> Callable[[BoxTable], np.nd
     return keep
 
 
-def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.ndarray,
+def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.ndarray | None = None,
              protocol: str = "activitynet") -> FrameAPResult:
-    """AP per class of ``class_ids`` given ground truth, results and excluded keyframe keys."""
+    """AP per class of ``class_ids`` given ground truth, results and the keys of the excluded
+    keyframes (:meth:`FrameKeys.key`; none by default). ``gt`` and ``det`` share their keys.
+
+    >>> from stdet.evaluation import BoxTable, FrameKeys, frame_ap
+    >>> keys = FrameKeys()
+    >>> gt = BoxTable.from_rows([("v", 902, (0.1, 0.1, 0.5, 0.5), 12),
+    ...                          ("v", 902, (0.5, 0.5, 0.9, 0.9), 12)], keys)
+    >>> det = BoxTable.from_rows([("v", 902, (0.1, 0.1, 0.5, 0.45), 12, 0.9),   # TP
+    ...                           ("v", 902, (0.1, 0.1, 0.5, 0.35), 12, 0.8),   # FP: box 1 is taken
+    ...                           ("v", 902, (0.5, 0.5, 0.9, 0.9), 12, 0.7)],   # TP
+    ...                          keys)
+    >>> result = frame_ap(gt, det, [12])
+    >>> round(result.ap[12], 4), result.curves[12].precision.round(4).tolist()
+    (0.8333, [1.0, 0.5, 0.6667])
+    """
+    excluded = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     mm = protocol == "mmaction2"
@@ -235,7 +287,7 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
         x1, y1, x2, y2 = det.boxes.T
         # ActivityNet's evaluator drops boxes without area (x1 < x2 and y1 < y2 are required)
         det = det.take(np.flatnonzero(~np.isin(det.frame, excluded) & (x1 < x2) & (y1 < y2)))
-    tp = match_detections(det, gt, float32=mm)
+    tp = _match_ranked(det, gt, float32=mm)
 
     num_det = np.bincount(det.labels, minlength=len(ids))
     if mm:  # classes appear once they have a detection on an evaluated keyframe; a class is

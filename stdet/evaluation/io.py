@@ -1,4 +1,5 @@
-"""Reading AVA box CSVs fast: ground truth and results, as numpy arrays.
+"""AVA box rows as numpy arrays (:class:`BoxTable`): read fast from ground-truth and results CSVs,
+or built from rows in memory (:meth:`BoxTable.from_rows`).
 
 Both files have rows ``video_id,timestamp,x1,y1,x2,y2,action_id[,score or person id]`` with
 normalised boxes. Results files have tens of millions of rows (AVA val with all 80 classes scored
@@ -38,6 +39,16 @@ class FrameKeys:
                           dtype=np.int64)
         return lookup[videos.codes] if len(lookup) else np.zeros(len(videos), np.int64)
 
+    def encode(self, videos, timestamps) -> np.ndarray:
+        """The int64 keys of rows of ``videos`` (strings or a categorical; new ids get new codes)
+        and ``timestamps`` (integers in ``0..2**21``)."""
+        timestamps = np.asarray(timestamps, np.int64)
+        if ((timestamps < 0) | (timestamps >= 1 << _TS_BITS)).any():
+            raise ValueError(f"timestamps must be in 0..{(1 << _TS_BITS) - 1}")
+        if not isinstance(videos, pd.Categorical):
+            videos = pd.Categorical(pd.Series(videos, dtype=object).astype(str))
+        return (self.video_codes(videos) << _TS_BITS) | timestamps
+
     def key(self, video: str, timestamp: int) -> int | None:
         """The key of one keyframe; ``None`` for a video no file has mentioned."""
         code = self.codes.get(video)
@@ -70,6 +81,48 @@ class BoxTable:
     def take(self, index: np.ndarray) -> "BoxTable":
         return BoxTable(self.frame[index], self.boxes[index], self.labels[index], self.scores[index],
                         self.order[index], self.path, self.warnings)
+
+    @classmethod
+    def from_rows(cls, rows, keys: FrameKeys) -> "BoxTable":
+        """A table of rows in memory, as :func:`read_box_csv` would read them from a file.
+
+        ``rows``: a DataFrame with columns ``video, timestamp, x1, y1, x2, y2, action`` and an
+        optional ``score`` (``video_id`` and ``action_id`` are read as ``video`` and ``action``),
+        or a sequence of ``(video, timestamp, (x1, y1, x2, y2), action[, score])`` tuples. The
+        score is 1.0 where there is none and ``order`` is the row index, as in a file. Tables
+        evaluated together share ``keys``.
+
+        >>> import pandas as pd
+        >>> from stdet.evaluation import BoxTable, FrameKeys
+        >>> keys = FrameKeys()
+        >>> gt = BoxTable.from_rows([("v", 902, (0.1, 0.1, 0.5, 0.5), 12),
+        ...                          ("v", 903, (0.5, 0.5, 0.9, 0.9), 80)], keys)
+        >>> len(gt), gt.labels.tolist(), gt.scores.tolist()
+        (2, [12, 80], [1.0, 1.0])
+        >>> det = BoxTable.from_rows(pd.DataFrame({
+        ...     "video": ["v"], "timestamp": [902], "x1": [0.1], "y1": [0.1], "x2": [0.5],
+        ...     "y2": [0.45], "action": [12], "score": [0.9]}), keys)
+        >>> det.frame.tolist() == gt.frame[:1].tolist()      # the same keyframe, the same key
+        True
+        """
+        if not isinstance(rows, pd.DataFrame):
+            rows = [tuple(r) for r in rows]
+            if any(len(r) not in (4, 5) for r in rows):
+                raise ValueError("a row is (video, timestamp, (x1, y1, x2, y2), action[, score])")
+            boxes = np.array([r[2] for r in rows], np.float64).reshape(len(rows), 4)
+            rows = pd.DataFrame({"video": [r[0] for r in rows], "timestamp": [r[1] for r in rows],
+                                 **dict(zip(COLUMNS[2:6], boxes.T)),
+                                 "action": [r[3] for r in rows],
+                                 "score": [r[4] if len(r) == 5 else 1.0 for r in rows]})
+        rows = rows.rename(columns={"video_id": "video", "action_id": "action"})
+        missing = [c for c in COLUMNS[:7] if c not in rows.columns]
+        if missing:
+            raise ValueError(f"rows lack the columns {missing}")
+        n = len(rows)
+        scores = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(n)
+        return cls(keys.encode(rows["video"].to_numpy(), rows["timestamp"].to_numpy()),
+                   rows[COLUMNS[2:6]].to_numpy(np.float64).reshape(n, 4),
+                   rows["action"].to_numpy(np.int64), scores, np.arange(n, dtype=np.int64))
 
     @classmethod
     def empty(cls, path: Path | None = None) -> "BoxTable":
@@ -196,7 +249,6 @@ def _check_chunk(chunk: pd.DataFrame, path: Path, keys: FrameKeys, ncols: int, s
     outside = ((numeric < 0) | (numeric > 1)).any(axis=1)
     if outside.any():
         _count(warnings, "boxes outside [0, 1] (used as they are)", int(outside.sum()))
-    codes = keys.video_codes(chunk["video"].array)
-    return BoxTable((codes << _TS_BITS) | timestamps, numeric,
+    return BoxTable(keys.encode(chunk["video"].array, timestamps), numeric,
                     chunk["action"].to_numpy(np.int64), score,
                     np.arange(offset, offset + len(chunk), dtype=np.int64))

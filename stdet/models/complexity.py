@@ -1,9 +1,9 @@
 """Parameters and FLOPs of a detector at a given input size, without running the backbone.
 
 The model is built on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic) and the
-backbone runs there under ``torch.utils.flop_counter.FlopCounterMode``; the RoI part (extractor,
-shared head, classifier) runs on the CPU on zero features of the backbone's output shape, since
-it is small. FLOPs are
+backbone runs there under ``torch.utils.flop_counter.FlopCounterMode``; the RoI part
+(:meth:`~stdet.models.detector.ActionDetector.roi_logits`: extractor, shared head, classifier) runs
+on the CPU on zero features of the backbone's output shape, since it is small. FLOPs are
 counted as multiply-adds (one multiply-add = one FLOP), the convention of MMAction2's and fvcore's
 model-zoo tables; convolutions and matrix products are counted, element-wise ops are not.
 """
@@ -33,24 +33,16 @@ def model_complexity(cfg: ModelConfig, clip_shape: tuple[int, int, int, int],
         backbone_flops, features = _multiply_adds(model.backbone, torch.zeros(1, *clip_shape))
     params = count_parameters(model)
     # the RoI part runs on the CPU; its weights' values do not change the count
-    for part in (model.roi_extractor, model.shared_head, model.head):
-        if part is not None:
-            part.to_empty(device="cpu")
+    for part in model.roi_modules():
+        part.to_empty(device="cpu")
     features = tuple(torch.zeros(f.shape) for f in (features if isinstance(features, tuple)
                                                      else (features,)))
     _, _, h, w = clip_shape
     rois = torch.tensor([[0.0, 0.0, 0.0, w, h]]).repeat(num_rois, 1)
     # an LFB head reads a (1, N, C_lt) long-term sample (zeros: only shapes matter here)
     long_term = None
-    if cfg.lfb is not None and cfg.head.shared_head == "lfb":
+    if cfg.lfb is not None:
         long_term = torch.zeros(1, cfg.lfb.window_seconds * cfg.lfb.max_per_second,
                                 cfg.lfb.feature_channels)
-
-    def roi_part(feats, r):
-        roi_features, context = model.roi_extractor(feats, r)
-        if model.shared_head is not None:
-            roi_features = model.shared_head(roi_features, context, r, long_term)
-        return model.head(roi_features)
-
-    head_flops, _ = _multiply_adds(roi_part, features, rois)
+    head_flops, _ = _multiply_adds(model.roi_logits, features, rois, long_term)
     return {"params": params, "gflops": (backbone_flops + head_flops) / 1e9}

@@ -1,0 +1,123 @@
+"""The evaluator: ground-truth and results files -> :class:`AVAEvalResult`.
+
+:func:`evaluate` reads the files (:mod:`.io`), runs a protocol's frame-AP (:mod:`.ava_ap`) and
+names the classes and the AVA groups; ``python -m stdet eval`` prints its :meth:`~AVAEvalResult.table`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..data.annotations import read_excluded_timestamps
+from ..data.errors import AVADataError
+from ..data.io import atomic_write_text
+from ..data.labels import OBJECT_MANIPULATION, PERSON_INTERACTION, PERSON_MOVEMENT, action_group, read_label_map
+from .ava_ap import IOU_THRESHOLD, PROTOCOLS, ClassCurves, frame_ap, prefilter
+from .io import FrameKeys, read_box_csv
+
+GROUP_KEYS = {PERSON_MOVEMENT: "person_movement", OBJECT_MANIPULATION: "object_manipulation",
+              PERSON_INTERACTION: "person_interaction"}
+
+
+def _nanmean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass
+class AVAEvalResult:
+    """Frame-AP per class and its means.
+
+    ``per_class``: DataFrame with ``class_id, name, group, ap, num_gt, num_det`` (``ap`` NaN where
+    the protocol leaves the class out of the mean); ``map``: mean AP; ``group_map``: the means over
+    person movement (ids <= 14), object manipulation (15-63) and person interaction (>= 64);
+    ``curves``: precision/recall per class; ``warnings``: tolerated input problems, counted.
+    """
+
+    protocol: str
+    per_class: pd.DataFrame
+    map: float
+    group_map: dict[str, float]
+    curves: dict[int, ClassCurves] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON form: ``mAP``, ``per_class_ap`` (``"<id>": float or None``), the three group
+        means and ``protocol``; NaN becomes ``None``."""
+        def clean(v: float):
+            return None if v is None or math.isnan(v) else float(v)
+
+        return {"mAP": clean(self.map),
+                "per_class_ap": {str(int(r.class_id)): clean(r.ap) for r in self.per_class.itertuples()},
+                **{key: clean(self.group_map[key]) for key in GROUP_KEYS.values()},
+                "protocol": self.protocol}
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self) -> str:
+        """A readable per-class table and the means."""
+        df = self.per_class.copy()
+        df["AP"] = df["ap"].map(lambda v: "-" if math.isnan(v) else f"{100 * v:.2f}")
+        lines = [df[["class_id", "name", "num_gt", "num_det", "AP"]].to_string(index=False), ""]
+        lines.append(f"mAP@{IOU_THRESHOLD}IoU ({self.protocol}): {_pct(self.map)}")
+        for group, key in GROUP_KEYS.items():
+            lines.append(f"  {key.replace('_', ' ')}: {_pct(self.group_map[key])}")
+        return "\n".join(lines)
+
+
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.2f}"
+
+
+def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os.PathLike,
+             exclude: str | os.PathLike | None = None, protocol: str = "activitynet",
+             custom_classes: list[int] | None = None) -> AVAEvalResult:
+    """Frame-AP@0.5 of the results CSV ``pred`` against the ground-truth CSV ``gt``.
+
+    ``label_map`` (pbtxt) names the evaluated classes (the 60 of the ActivityNet list on real
+    AVA); ``custom_classes`` restricts them further and must all be in the label map (use the
+    full action list as label map for classes outside the 60). ``exclude`` lists keyframes left out.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    names = read_label_map(label_map)
+    class_ids = list(names)
+    if custom_classes is not None:
+        missing = sorted(set(custom_classes) - set(names))
+        if missing:
+            raise AVADataError(label_map, f"custom classes {missing} are not in the label map; "
+                               "evaluate them with the full action list as label map")
+        class_ids = sorted(set(custom_classes))
+    keys = FrameKeys()
+    gt_table = read_box_csv(gt, keys, scores=False)
+    known_videos = set(keys.codes)
+    det_table = read_box_csv(pred, keys, scores=True, prefilter=prefilter(protocol, class_ids))
+    warnings = gt_table.warnings + det_table.warnings
+    excluded_keys = np.zeros(0, np.int64)
+    if exclude is not None:
+        excluded = read_excluded_timestamps(exclude)
+        unknown = sorted({v for v, _ in excluded if v not in known_videos})
+        if unknown:
+            warnings.append(f"{exclude}: {len(unknown)} excluded videos are not in the ground "
+                            f"truth (e.g. {unknown[0]}); their rows exclude nothing")
+        found = [keys.key(v, t) for v, t in excluded]
+        excluded_keys = np.array(sorted(k for k in found if k is not None), dtype=np.int64)
+    result = frame_ap(gt_table, det_table, class_ids, excluded_keys, protocol)
+    per_class = pd.DataFrame({
+        "class_id": class_ids,
+        "name": [names[c] for c in class_ids],
+        "group": [GROUP_KEYS[action_group(c)] for c in class_ids],
+        "ap": [result.ap[c] for c in class_ids],
+        "num_gt": [result.num_gt[c] for c in class_ids],
+        "num_det": [result.num_det[c] for c in class_ids],
+    })
+    group_map = {key: _nanmean(per_class.loc[per_class["group"] == key, "ap"])
+                 for key in GROUP_KEYS.values()}
+    return AVAEvalResult(protocol, per_class, _nanmean(per_class["ap"]), group_map,
+                         result.curves, warnings)
