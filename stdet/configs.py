@@ -19,6 +19,14 @@ import typing
 from dataclasses import dataclass, field, replace
 
 
+class ConfigError(ValueError, KeyError):
+    """A config that cannot be built: an unknown key or zoo name, a value that does not parse or
+    is not allowed. The message names the key and what it accepts (the CLI prints it as one line
+    ``error: ...``, exit code 2)."""
+
+    __str__ = BaseException.__str__
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """SlowOnly or SlowFast (see :mod:`stdet.models.slowfast`)."""
@@ -91,6 +99,9 @@ class DataConfig:
     max_proposals: int = 1000
     custom_classes: tuple[int, ...] | None = None
     workers: int = 2                       # data loading processes per GPU
+    # how workers start: "auto" forks them, except in a Jupyter kernel (a forkserver; see
+    # stdet.data.processes); "fork" | "forkserver" | "spawn" force one
+    start_method: str = "auto"
     frame_source: str = "rawframes"        # "rawframes" (root/rawframes) | "video" (root/videos)
     # decode JPEG frames at 1/2, 1/4 or 1/8 size when the short side stays >= the size the
     # transforms rescale it to (max(train_scale) for training, test_scale for testing)
@@ -262,7 +273,7 @@ def config_from_dict(data: dict, cls=Config, where: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise KeyError(f"unknown config keys {[where + k for k in unknown]}")
+        raise ConfigError(f"unknown config keys {[where + k for k in unknown]}")
     values = {}
     for name, value in data.items():
         kind = hints[name]
@@ -328,11 +339,11 @@ def _parse_value(text: str, annotation, key: str):
             return True
         if text.lower() in ("false", "0", "no"):
             return False
-        raise ValueError(f"{key}: expected true/false, got {text!r}")
+        raise ConfigError(f"{key}: expected true/false, got {text!r}")
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ValueError(f"{key}: cannot parse {text!r} as {annotation}") from None
+        raise ConfigError(f"{key}: cannot parse {text!r} as {annotation}") from None
     if annotation is float and isinstance(value, (int, float)):
         return float(value)
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
@@ -343,7 +354,7 @@ def _parse_value(text: str, annotation, key: str):
         return (value,)  # `milestones=4` means (4,)
     if isinstance(value, (int, float)) and union and (float in args or int in args):
         return value
-    raise ValueError(f"{key}: expected {annotation}, got {text!r}")
+    raise ConfigError(f"{key}: expected {annotation}, got {text!r}")
 
 
 def apply_overrides(cfg: Config, options: list[str]) -> Config:
@@ -352,7 +363,7 @@ def apply_overrides(cfg: Config, options: list[str]) -> Config:
     for option in options:
         key, sep, text = option.partition("=")
         if not sep:
-            raise ValueError(f"override {option!r} is not KEY=VALUE")
+            raise ConfigError(f"override {option!r} is not KEY=VALUE")
         parts = key.strip().split(".")
         cfg = _replace_path(cfg, parts, text.strip(), key.strip(), cfg)
     return cfg
@@ -361,15 +372,15 @@ def apply_overrides(cfg: Config, options: list[str]) -> Config:
 def _replace_path(obj, parts: list[str], text: str, key: str, root: Config):
     names = {f.name for f in dataclasses.fields(obj)}
     if parts[0] not in names:
-        raise KeyError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+        raise ConfigError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
     value = getattr(obj, parts[0])
     if len(parts) == 1:
         if dataclasses.is_dataclass(value):
-            raise KeyError(f"{key!r} is a group; set one of its fields, e.g. {key}."
+            raise ConfigError(f"{key!r} is a group; set one of its fields, e.g. {key}."
                            f"{dataclasses.fields(value)[0].name}=...")
         return replace(obj, **{parts[0]: _parse_value(text, _field_types(type(obj))[parts[0]], key)})
     if not dataclasses.is_dataclass(value):
         if value is None:
-            raise KeyError(f"{'.'.join(parts[:1])!r} of this config is None; {key!r} cannot be set")
-        raise KeyError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+            raise ConfigError(f"{'.'.join(parts[:1])!r} of this config is None; {key!r} cannot be set")
+        raise ConfigError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
     return replace(obj, **{parts[0]: _replace_path(value, parts[1:], text, key, root)})

@@ -150,3 +150,28 @@ def training_curves(log, axes=None):
     map_ax.set_xlabel("epoch")
     map_ax.set_ylabel("val mAP (%)")
     return axes
+
+
+def show_source(*objects, title: str | None = None):
+    """The source code of functions, classes or methods, as highlighted Python for a notebook
+    (an ``IPython.display.Markdown`` code block): the book shows the package's own code, so a
+    change to the code changes the book.
+
+    >>> import stdet
+    >>> stdet.viz.show_source(stdet.models.Bottleneck3d)            # doctest: +SKIP
+    >>> stdet.viz.show_source(stdet.models.SlowFast.forward)        # one method
+    """
+    import inspect
+    import textwrap
+
+    from IPython.display import Markdown
+
+    parts = []
+    for obj in objects:
+        where = inspect.getsourcefile(obj) or ""
+        module = getattr(inspect.getmodule(obj), "__name__", "")
+        source = textwrap.dedent(inspect.getsource(obj)).rstrip()
+        parts.append(f"# {module}.{getattr(obj, '__qualname__', '')}"
+                     f"  ({os.path.basename(where)}:{inspect.getsourcelines(obj)[1]})\n{source}")
+    heading = f"**{title}**\n\n" if title else ""
+    return Markdown(heading + "```python\n" + "\n\n".join(parts) + "\n```")

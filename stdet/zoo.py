@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .configs import (BackboneConfig, Config, DataConfig, HeadConfig, LFBConfig, ModelConfig,
+from .configs import (BackboneConfig, Config, ConfigError, DataConfig, HeadConfig, LFBConfig, ModelConfig,
                       OptimConfig, Published, ScheduleConfig, mini)
 
 DL = "https://download.openmmlab.com/mmaction"
@@ -231,12 +231,12 @@ def get(name: str, scale: str = "full") -> Config:
         import difflib
         close = difflib.get_close_matches(name, ZOO, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `python -m stdet zoo`"
-        raise KeyError(f"no zoo config named {name!r}{hint}")
+        raise ConfigError(f"no zoo config named {name!r}{hint}")
     if scale == "full":
         return ZOO[name]
     if scale == "mini":
         return mini(ZOO[name], pretrained=mini_pretrained(name))
-    raise ValueError(f"scale must be 'full' or 'mini', got {scale!r}")
+    raise ConfigError(f"scale must be 'full' or 'mini', got {scale!r}")
 
 
 def describe_backbone(cfg: Config) -> str:

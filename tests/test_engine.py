@@ -52,7 +52,7 @@ from stdet.engine import train
 from stdet.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from stdet.engine.data import ava_collate, build_dataset
 from stdet.engine.distributed import DistInfo
-from stdet.engine.logger import read_log
+from stdet.engine.logger import read_records as read_log
 from stdet.engine.schedule import build_optimizer, build_scheduler, load_optimizer_state, lr_factor
 from stdet.engine.step import counting_host_reads, to_device, train_step
 from stdet.engine.test import ACTION_THRESHOLD, evaluate_split, predict_rows, score_columns
@@ -94,8 +94,13 @@ def train_argv(config: str, work_dir: Path, root: Path, *flags: str, options=())
             *flags, "--cfg-options", *TINY, *options]
 
 
-def train_in_process(argv: list[str]) -> dict:
-    return train.main(train.get_args_parser().parse_args(argv))
+def train_in_process(argv: list[str]) -> train.TrainResult:
+    """What ``python -m stdet train ARGV`` runs, in this process: :func:`stdet.train`."""
+    args = train.get_args_parser().parse_args(argv)
+    cfg = zoo.resolve(args.config, *args.cfg_options, data_root=args.data_root)
+    return train.train(cfg, args.work_dir, validate=args.validate, seed=args.seed,
+                       deterministic=args.deterministic, resume=args.resume or False,
+                       device=args.device, max_iters=args.max_iters, progress=False)
 
 
 def env_one_thread() -> dict:
@@ -120,8 +125,8 @@ def load_weights_only(path: Path) -> dict:
 
 def val_keys(root: Path) -> list[tuple[str, int]]:
     """The scored val keyframes: every annotated one but the excluded."""
-    cfg = train.resolve_config(SLOWONLY, TINY)
-    return list(build_dataset(cfg, "val", root, train=False).keys)
+    cfg = zoo.resolve(SLOWONLY, *TINY)
+    return list(build_dataset(zoo.resolve(cfg, data_root=root), "val", train=False).keys)
 
 
 def read_results(path: Path) -> pd.DataFrame:
@@ -176,7 +181,7 @@ def trained(root, tmp_path_factory) -> tuple[Path, dict]:
 def test_each_family_trains_a_few_iterations(family, root, tmp_path):
     config, work = FAMILIES[family], tmp_path / "work"
     summary = train_in_process(train_argv(config, work, root, "--max-iters", "2"))
-    assert summary["iterations"] == 2 and summary["epochs"] == 1
+    assert summary.iterations == 2 and summary.epochs == 1
 
     records = train_records(work)
     assert [r["step"] for r in records] == [1, 2]
@@ -192,13 +197,13 @@ def test_each_family_trains_a_few_iterations(family, root, tmp_path):
     assert ckpt["optimizer"]["state"], "no momentum buffers after 2 steps"
     assert ckpt["scheduler"]["last_epoch"] == 2
 
-    cfg = train.resolve_config(config, TINY)
+    cfg = zoo.resolve(config, *TINY, data_root=root)   # config.json records the data root
     assert load_config(work / "config.json") == cfg
     assert config_from_dict(ckpt["config"]) == cfg
     assert json.loads(json.dumps(config_to_dict(cfg))) == json.loads((work / "config.json").read_text())
 
     # config.json is a CONFIG for `stdet test`; the checkpoint loads without a missing key
-    model = train.build_model(cfg, DistInfo())
+    model = train.build_model(cfg)
     report = load_checkpoint(model, work / "latest.pth", strict=True)
     assert not report.missing and not report.unexpected
     out = tmp_path / "results.csv"
@@ -218,10 +223,10 @@ LFB_NL = "lfb_nl_kinetics_pretrained_slowonly_r50_4x16x1_20e_ava_rgb:mini"
 def test_train_step_reads_nothing_back_from_the_device(config, root):
     """Every value a step makes stays a tensor: on a GPU, any of ``HOST_READS`` would make the
     host wait for the device. Checked by counting them over one step of each family."""
-    cfg = train.resolve_config(config, TINY)
-    model = train.build_model(cfg, DistInfo())
-    data_cfg = train.resolve_config(SLOWONLY, TINY) if cfg.model.lfb else cfg  # same clips
-    batch = ava_collate([build_dataset(data_cfg, "train", root)[i] for i in range(4)])
+    cfg = zoo.resolve(config, *TINY)
+    model = train.build_model(cfg)
+    data_cfg = zoo.resolve(SLOWONLY, *TINY) if cfg.model.lfb else cfg  # same clips
+    batch = ava_collate([build_dataset(zoo.resolve(data_cfg, data_root=root), "train")[i] for i in range(4)])
     rois, targets = model.training_rois(batch["proposals"], batch["gt_boxes"], batch["gt_labels"])
     extra = {}
     if cfg.model.lfb:
@@ -234,7 +239,8 @@ def test_train_step_reads_nothing_back_from_the_device(config, root):
 
     with counting_host_reads() as reads:
         on_device = to_device(batch["clips"], rois, targets, device)
-        values = train_step(model, model, optimizer, *on_device, cfg, device, **extra)
+        values = train_step(model, model, optimizer, *on_device, grad_clip=cfg.optim.grad_clip,
+                            bf16=cfg.runtime.bf16, **extra)
     assert not reads, f"the training step read tensors back to the host: {dict(reads)}"
 
     assert {"loss", "recall@top3"} <= set(values) and all(v.dim() == 0 for v in values.values())
@@ -277,7 +283,7 @@ def test_fused_sgd_matches_and_checkpoints_cross_implementations():
     """``build_optimizer(fused=True)`` (what a GPU run uses) makes the same updates as the default
     implementation, and a fused optimiser's state resumes in an unfused one and back, each
     keeping its own implementation."""
-    cfg = train.resolve_config(SLOWONLY, TINY)
+    cfg = zoo.resolve(SLOWONLY, *TINY)
     torch.manual_seed(0)
     models = [build_detector(cfg.model) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
@@ -302,9 +308,8 @@ def test_fused_sgd_matches_and_checkpoints_cross_implementations():
 
 
 def test_log_interval_must_be_positive(root, tmp_path, capsys):
-    args = train.get_args_parser().parse_args(train_argv(SLOWONLY, tmp_path / "w", root,
-                                                         options=["runtime.log_interval=0"]))
-    assert train.run(args) == 1
+    argv = ["train", *train_argv(SLOWONLY, tmp_path / "w", root, options=["runtime.log_interval=0"])]
+    assert cli.main(argv) == 2
     assert "runtime.log_interval must be >= 1, got 0" in capsys.readouterr().err
 
 
@@ -329,13 +334,13 @@ def test_test_writes_csv_that_eval_scores(trained, root, tmp_path, capsys):
 
     # the same rows straight from predict_rows: scores strictly above the threshold
     from stdet.engine.data import eval_loader
-    model = train.build_model(cfg, DistInfo())
+    model = train.build_model(cfg)
     load_checkpoint(model, work / "latest.pth", strict=True)
-    rows = predict_rows(model, eval_loader(build_dataset(cfg, "val", root, train=False), 0, DistInfo()),
+    rows = predict_rows(model, eval_loader(build_dataset(zoo.resolve(cfg, data_root=root), "val", train=False), 0, DistInfo()),
                         torch.device("cpu"), DistInfo(), score_columns(cfg))
     assert (rows["score"] > ACTION_THRESHOLD).all() and len(rows) == len(df)
 
-    result = evaluate_split(model, cfg, root, torch.device("cpu"), DistInfo(), tmp_path / "again.csv")
+    result = evaluate_split(model, zoo.resolve(cfg, data_root=root), torch.device("cpu"), DistInfo(), tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_bytes() == out.read_bytes()
 
     js = tmp_path / "eval.json"
@@ -370,8 +375,8 @@ def test_validate_logs_val_records_and_keeps_best(trained, root):
         assert min(r["person_movement"], r["person_interaction"]) <= r["mAP"]
         assert r["mAP"] <= max(r["person_movement"], r["person_interaction"])
     best = max(vals, key=lambda r: r["mAP"])
-    assert summary["best_map"] == best["mAP"] and summary["best_epoch"] == best["epoch"]
-    assert summary["last_map"] == vals[-1]["mAP"]
+    assert summary.best_map == best["mAP"] and summary.best_epoch == best["epoch"]
+    assert summary.metrics["mAP"] == vals[-1]["mAP"]
 
     ckpt = load_weights_only(work / "best.pth")
     assert CKPT_KEYS <= set(ckpt)
@@ -447,7 +452,7 @@ def test_lr_factor_iteration_warmup():
 def test_lr_mult_groups_follow_the_schedule():
     """``optim.lr_mult`` puts matching parameters in their own group at ``lr * factor``; the
     first group is the base rate and the scheduler keeps every group's ratio."""
-    cfg = train.resolve_config(FAMILIES["slowfast"], ["optim.lr_mult=(('backbone.fast.', 0.1),)"])
+    cfg = zoo.resolve(FAMILIES["slowfast"], "optim.lr_mult=(('backbone.fast.', 0.1),)")
     model = build_detector(cfg.model)
     optimizer = build_optimizer(model, cfg.optim, 2.0)
     assert [g["lr"] for g in optimizer.param_groups] == [2.0, pytest.approx(0.2)]
@@ -466,7 +471,7 @@ def test_lr_mult_groups_follow_the_schedule():
 def test_log_lr_follows_the_schedule(trained, root):
     work, _ = trained
     cfg = load_config(work / "config.json")
-    iters = math.ceil(len(build_dataset(cfg, "train", root)) / 4)
+    iters = math.ceil(len(build_dataset(zoo.resolve(cfg, data_root=root), "train")) / 4)
     records = train_records(work)
     assert len(records) == cfg.schedule.epochs * iters
     base = cfg.optim.scaled_lr(4)
@@ -579,10 +584,10 @@ def test_nan_stop_keeps_the_last_good_checkpoint(root, tmp_path, capsys):
     before, mtime = latest.read_bytes(), latest.stat().st_mtime_ns
     capsys.readouterr()
 
-    args = train.get_args_parser().parse_args(train_argv(
+    argv = ["train", *train_argv(
         SLOWONLY, work, root, "--resume",
-        options=["schedule.epochs=2", "schedule.milestones=(1,)", "schedule.gamma=1e30"]))
-    assert train.run(args) == 1
+        options=["schedule.epochs=2", "schedule.milestones=(1,)", "schedule.gamma=1e30"])]
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
     message = re.search(r"error: loss is (nan|inf|-inf) at epoch (\d+), iteration (\d+) "
                         r"\(step (\d+)\); training stopped; the last good checkpoint, latest.pth "
@@ -602,9 +607,8 @@ def test_nan_stop_keeps_the_last_good_checkpoint(root, tmp_path, capsys):
 
 def test_nan_stop_before_any_checkpoint(root, tmp_path, capsys):
     work = tmp_path / "work"
-    args = train.get_args_parser().parse_args(train_argv(SLOWONLY, work, root,
-                                                         options=["optim.lr=1e30"]))
-    assert train.run(args) == 1
+    argv = ["train", *train_argv(SLOWONLY, work, root, options=["optim.lr=1e30"])]
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert re.search(r"loss is \S+ at epoch 1, iteration \d+ .*no checkpoint had been written yet", err)
     assert not (work / "latest.pth").exists()
@@ -630,12 +634,12 @@ def test_custom_classes_end_to_end(root, tmp_path):
     assert set(df["action_v"]) == set(custom)
 
     (val,) = [r for r in read_log(work / "log.jsonl") if r["mode"] == "val"]
-    assert val["mAP"] == summary["best_map"]
+    assert val["mAP"] == summary.best_map
     assert val["object_manipulation"] is None  # none of 12, 14, 80 is an object class
 
-    model = train.build_model(cfg, DistInfo())
+    model = train.build_model(cfg)
     load_checkpoint(model, work / "latest.pth", strict=True)
-    result = evaluate_split(model, cfg, root, torch.device("cpu"), DistInfo(), tmp_path / "r.csv")
+    result = evaluate_split(model, zoo.resolve(cfg, data_root=root), torch.device("cpu"), DistInfo(), tmp_path / "r.csv")
     assert list(result.per_class["class_id"]) == custom
     assert result.map == val["mAP"]
 
@@ -695,15 +699,15 @@ def test_ddp_two_processes_match_one(trained, root, tmp_path):
     key = ["video", "ts", "x1", "y1", "x2", "y2"]
     assert set(map(tuple, df[key].values)) == set(map(tuple, single_df[key].values))
 
-    model = train.build_model(cfg, DistInfo())
+    model = train.build_model(cfg)
     load_checkpoint(model, work / "latest.pth", strict=True)
-    result = evaluate_split(model, cfg, root, torch.device("cpu"), DistInfo(), tmp_path / "one.csv")
+    result = evaluate_split(model, zoo.resolve(cfg, data_root=root), torch.device("cpu"), DistInfo(), tmp_path / "one.csv")
     assert (tmp_path / "one.csv").read_bytes() == (work / "results_val.csv").read_bytes()
     assert result.map == vals[-1]["mAP"]
 
     print(f"val mAP one process {[round(r['mAP'], 4) for r in single_vals]}, "
           f"DDP {[round(r['mAP'], 4) for r in vals]}")
-    assert abs(vals[-1]["mAP"] - single["last_map"]) < 0.2
+    assert abs(vals[-1]["mAP"] - single.metrics["mAP"]) < 0.2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -729,7 +733,7 @@ def test_cfg_options_typo_lists_valid_keys(tmp_path):
     ("model.head=3", "'model.head' is a group"),
 ])
 def test_cfg_options_bad_values_are_one_line(option, message, tmp_path, capsys):
-    assert cli.main(["train", SLOWONLY, "--work-dir", str(tmp_path / "w"), "--cfg-options", option]) == 1
+    assert cli.main(["train", SLOWONLY, "--work-dir", str(tmp_path / "w"), "--cfg-options", option]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()
@@ -737,12 +741,12 @@ def test_cfg_options_bad_values_are_one_line(option, message, tmp_path, capsys):
 
 def test_unknown_zoo_name(tmp_path, capsys):
     assert cli.main(["train", "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rbg:mini",
-                     "--work-dir", str(tmp_path / "w")]) == 1
+                     "--work-dir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert "no zoo config named 'slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rbg'" in err
     assert "did you mean slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb" in err
     proc = stdet("train", "slowfast_r50_nonsense", "--work-dir", str(tmp_path / "w"))
-    assert proc.returncode == 1 and "error: no zoo config named 'slowfast_r50_nonsense'" in proc.stderr
+    assert proc.returncode == 2 and "error: no zoo config named 'slowfast_r50_nonsense'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -753,7 +757,7 @@ def test_mini_configs_fine_tune_from_the_mini_slowonly(root, tmp_path, monkeypat
     tiny = [o for o in TINY if not o.startswith("model.backbone.pretrained")]
     argv = ["train", FAMILIES["slowfast"], "--work-dir", "sf", "--data-root", str(root),
             "--device", "cpu", "--cfg-options", *tiny, "schedule.epochs=1"]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert f"no file work_dirs/{zoo.MINI_BASE}_mini/latest.pth" in err
     assert f"python -m stdet train {zoo.MINI_BASE}:mini" in err and "Traceback" not in err
@@ -770,42 +774,34 @@ def test_mini_configs_fine_tune_from_the_mini_slowonly(root, tmp_path, monkeypat
 
 
 def test_mini_base_checkpoint_reuses_only_a_finished_run(tmp_path, monkeypatch):
+    """A finished run is reused; anything else trains ``MINI_BASE:mini`` in this process, as
+    ``python -m stdet train NAME:mini --data-root ROOT --work-dir WORK --validate --seed S``."""
     work = tmp_path / "base"
     work.mkdir()
-    epochs = train.resolve_config(f"{zoo.MINI_BASE}:mini").schedule.epochs
+    epochs = zoo.resolve(f"{zoo.MINI_BASE}:mini").schedule.epochs
     calls = []
-
-    def fake_run(command, **kwargs):
-        calls.append(command)
-        return subprocess.CompletedProcess(command, 0, "", "")
-
-    monkeypatch.setattr(train.subprocess, "run", fake_run)
+    monkeypatch.setattr(train, "train", lambda cfg, work_dir, **kwargs: calls.append(
+        (cfg, Path(work_dir), kwargs)))
     for done, trains in ((epochs - 1, True), (epochs, False)):
         save_checkpoint(work / "latest.pth", {"w": torch.zeros(1)}, train_state={"epoch": done})
         calls.clear()
         assert train.mini_base_checkpoint("ROOT", work, seed=3) == work / "latest.pth"
         assert bool(calls) == trains, done
-    train.mini_base_checkpoint("ROOT", tmp_path / "fresh", seed=3)
-    (command,) = calls
-    assert command[1:] == ["-m", "stdet", "train", f"{zoo.MINI_BASE}:mini", "--data-root", "ROOT",
-                           "--work-dir", str(tmp_path / "fresh"), "--validate", "--seed", "3"]
-    # the child's command line parses to the same run
-    args = train.get_args_parser().parse_args(command[4:])
-    assert (args.config, args.data_root, args.work_dir, args.seed, args.validate) == (
-        f"{zoo.MINI_BASE}:mini", "ROOT", str(tmp_path / "fresh"), 3, True)
-    monkeypatch.setattr(train.subprocess, "run", lambda command, **kwargs:
-                        subprocess.CompletedProcess(command, 1, "", "error: no such data root"))
-    with pytest.raises(train.TrainingError, match="no such data root"):
-        train.mini_base_checkpoint("ROOT", tmp_path / "other", seed=3)
+    calls.clear()
+    train.mini_base_checkpoint("ROOT", tmp_path / "fresh", seed=3, progress=False)
+    (cfg, work_dir, kwargs), = calls
+    assert cfg == zoo.resolve(f"{zoo.MINI_BASE}:mini", data_root="ROOT")
+    assert work_dir == tmp_path / "fresh"
+    assert kwargs == {"validate": True, "seed": 3, "progress": False}
 
 
 def test_build_dataset_decodes_frames_at_the_size_its_transforms_need(tiny_ava, tmp_path):
-    cfg = train.resolve_config(SLOWONLY, TINY)
-    assert build_dataset(cfg, "train", tiny_ava).source.min_short_side == max(cfg.data.train_scale)
-    reduced = build_dataset(cfg, "val", tiny_ava, train=False)
+    cfg = zoo.resolve(SLOWONLY, *TINY)
+    assert build_dataset(zoo.resolve(cfg, data_root=tiny_ava), "train").source.min_short_side == max(cfg.data.train_scale)
+    reduced = build_dataset(zoo.resolve(cfg, data_root=tiny_ava), "val", train=False)
     assert reduced.source.min_short_side == cfg.data.test_scale
-    full = build_dataset(train.resolve_config(SLOWONLY, [*TINY, "data.reduced_decode=false"]),
-                         "val", tiny_ava, train=False)
+    full = build_dataset(zoo.resolve(SLOWONLY, *TINY, "data.reduced_decode=false", data_root=tiny_ava),
+                         "val", train=False)
     assert full.source.min_short_side is None
     # mini-AVA's frames are no larger than the test scale, so nothing is decoded smaller
     torch.testing.assert_close(reduced[0]["clip"], full[0]["clip"], rtol=0, atol=0)
@@ -815,9 +811,9 @@ def test_build_dataset_reads_videos_with_frame_source_video(tmp_path):
     root = tmp_path / "ava"
     generate_mini_ava(root, seed=0, spec=MiniAVASpec(train_videos=1, val_videos=1, seconds=8),
                       videos=True, progress=False)
-    cfg = train.resolve_config(SLOWONLY, [*TINY, "data.frame_source=video"])
-    from_video = build_dataset(cfg, "val", root, train=False)
-    from_frames = build_dataset(train.resolve_config(SLOWONLY, TINY), "val", root, train=False)
+    cfg = zoo.resolve(SLOWONLY, *TINY, "data.frame_source=video")
+    from_video = build_dataset(zoo.resolve(cfg, data_root=root), "val", train=False)
+    from_frames = build_dataset(zoo.resolve(SLOWONLY, *TINY, data_root=root), "val", train=False)
     assert from_video.source.video_path(from_video.keys[0][0]).suffix == ".mp4"
     assert list(from_video.keys) == list(from_frames.keys)
     a, b = from_video[0]["clip"], from_frames[0]["clip"]

@@ -19,13 +19,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stdet import build_detector, cli, load_checkpoint, save_checkpoint
+import stdet
+from stdet import build_detector, cli, load_checkpoint, save_checkpoint, zoo
 from stdet.data.dataset import ava_collate
 from stdet.engine import train
 from stdet.engine.data import build_dataset
 from stdet.lfb import FeatureBank
 from stdet.lfb.bank import BankWriter
-from stdet.lfb.extract import bank_model_config, roi_bank_features
 from stdet.models.detector import boxes_to_rois
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def root(tiny_ava) -> Path:
 def bank_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bank_model") / "slowonly_mini.pth"
     torch.manual_seed(0)
-    save_checkpoint(path, build_detector(bank_model_config(BANK).model))
+    save_checkpoint(path, build_detector(zoo.resolve(BANK).model))
     return path
 
 
@@ -77,8 +77,8 @@ def read_bank(where: Path, split: str) -> tuple[np.ndarray, list]:
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_extraction_stores_each_proposals_pooled_roi_feature(banks, root, bank_ckpt, split):
-    cfg = bank_model_config(BANK, ["data.workers=0"])
-    dataset = build_dataset(cfg, split, root, train=False)
+    cfg = zoo.resolve(BANK, "data.workers=0", data_root=root)
+    dataset = build_dataset(cfg, split, train=False)
     bank = FeatureBank.load(banks, split)
     assert bank.split == split and bank.dtype == np.float32
     assert bank.channels == build_detector(cfg.model).backbone.feature_channels
@@ -92,8 +92,7 @@ def test_extraction_stores_each_proposals_pooled_roi_feature(banks, root, bank_c
         stored = bank.features_at(meta["video_id"], meta["timestamp"])
         assert stored.shape == (len(sample["proposals"]), bank.channels)
         with torch.no_grad():
-            expected = roi_bank_features(model, sample["clip"][None],
-                                         boxes_to_rois([sample["proposals"]]))
+            expected = model.bank_features(sample["clip"][None], boxes_to_rois([sample["proposals"]]))
         np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -169,10 +168,10 @@ def test_extraction_with_two_processes_equals_one(banks, root, bank_ckpt, tmp_pa
 
 
 def test_datasets_sample_the_bank(banks, root):
-    cfg = train.resolve_config(LFB_CONFIGS[0], TINY)
+    cfg = zoo.resolve(LFB_CONFIGS[0], *TINY, data_root=root)
     lfb = cfg.model.lfb
     n = lfb.window_seconds * lfb.max_per_second
-    val = build_dataset(cfg, "val", root, train=False)
+    val = build_dataset(cfg, "val", train=False)
     bank = val.feature_bank
     sample = val[0]
     video, t = sample["meta"]["video_id"], sample["meta"]["timestamp"]
@@ -188,7 +187,7 @@ def test_datasets_sample_the_bank(banks, root):
     assert batches[0]["long_term"].shape == (3, n, bank.channels)
     np.testing.assert_array_equal(batches[0]["long_term"][0].numpy(), expected)
 
-    training = build_dataset(cfg, "train", root)
+    training = build_dataset(cfg, "train")
     torch.manual_seed(0)
     first = training[0]["long_term"]
     torch.manual_seed(1)
@@ -198,9 +197,9 @@ def test_datasets_sample_the_bank(banks, root):
 def test_missing_bank_names_the_command(root, tmp_path):
     copy = tmp_path / "ava"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("lfb"))
-    cfg = train.resolve_config(LFB_CONFIGS[0], TINY)
+    cfg = zoo.resolve(LFB_CONFIGS[0], *TINY, data_root=copy)
     with pytest.raises(FileNotFoundError, match="extract-lfb lfb_slowonly_r50_ava_infer"):
-        build_dataset(cfg, "train", copy)
+        build_dataset(cfg, "train")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,10 +209,9 @@ def test_missing_bank_names_the_command(root, tmp_path):
 @pytest.mark.parametrize("config", LFB_CONFIGS)
 def test_lfb_config_trains_and_tests_reproducibly(config, banks, root, tmp_path, capsys):
     work = tmp_path / "work"
-    summary = train.main(train.get_args_parser().parse_args(
-        [config, "--work-dir", str(work), "--data-root", str(root), "--device", "cpu",
-         "--validate", "--cfg-options", *TINY]))
-    assert summary["iterations"] > 0 and 0 <= summary["best_map"] <= 1
+    summary = stdet.train(stdet.config(config, *TINY, data_root=root), work, device="cpu",
+                          progress=False)
+    assert summary.iterations > 0 and 0 <= summary.best_map <= 1
     outs = []
     for i in range(2):
         out = tmp_path / f"results{i}.csv"

@@ -2,7 +2,8 @@
 import matplotlib
 import numpy as np
 
-from stdet.engine.logger import JsonlLogger, read_log
+import stdet
+from stdet.engine.logger import JsonlLogger, read_records
 from stdet.viz import training_curves
 
 matplotlib.use("Agg")
@@ -19,8 +20,11 @@ def test_training_curves_from_a_log(tmp_path):
     log.close()
     with open(tmp_path / "log.jsonl", "a") as f:
         f.write('{"mode": "train", "ste')          # a line cut by a crash is skipped
-    records = read_log(tmp_path / "log.jsonl")
+    records = read_records(tmp_path / "log.jsonl")
     assert len(records) == 12 and records[-1]["object_manipulation"] is None
+    log = stdet.read_log(tmp_path / "log.jsonl")             # the same records as a DataFrame
+    assert len(log) == 12 and list(log["mode"]).count("val") == 2
+    assert np.isnan(log["object_manipulation"].iloc[-1]) and log["loss"].iloc[9] == 0.1
     loss_ax, map_ax = training_curves(tmp_path / "log.jsonl")
     np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), [1.0 / s for s in range(1, 11)])
     assert list(map_ax.lines[0].get_ydata()) == [20.0, 40.0]

@@ -17,7 +17,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".mini_ava": ["MiniAVASpec", "ensure_mini_ava", "generate_mini_ava",
                   "MINI_AVA_CLASS_GROUPS=CLASS_GROUPS"],
     ".processes": ["in_jupyter_kernel", "worker_context"],
+    ".probes": ["probe_table"],
     ".proposals": ["RestrictedUnpickler", "load_proposals", "restricted_load", "save_proposals",
                    "select_proposals"],
-    ".transforms": ["test_transforms", "train_transforms"],
+    ".transforms": ["KINETICS_MEAN", "KINETICS_STD", "test_transforms", "train_transforms"],
 })

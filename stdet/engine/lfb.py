@@ -35,13 +35,6 @@ def count_rois(dataset) -> int:
     return sum(len(dataset.proposals_of(key)[0]) for key in dataset.keys)
 
 
-def roi_bank_features(model: nn.Module, clips: Tensor, rois: Tensor) -> Tensor:
-    """``(K, C)``: each RoI's feature map, averaged over time (by the RoI extractor) and
-    max-pooled over space."""
-    roi_features, _ = model.roi_extractor(model.backbone(clips), rois)
-    return roi_features.amax(dim=(2, 3, 4))
-
-
 @torch.no_grad()
 def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device, info: DistInfo,
             workers: int = 0, desc: str = "lfb", bf16: bool = True, start_method: str = "auto",
@@ -62,7 +55,7 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
         if len(proposals):
             rois = boxes_to_rois([proposals.to(device)])
             with autocast(device, bf16):
-                features = roi_bank_features(model, batch["clips"].to(device), rois)
+                features = model.bank_features(batch["clips"].to(device), rois)
         writer.add(meta["video_id"], int(meta["timestamp"]), features.float().cpu().numpy())
         written += 1
     writer.close()

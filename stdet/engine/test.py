@@ -128,13 +128,16 @@ def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
     return model
 
 
-def test(cfg: Config | str, checkpoint: str | os.PathLike, *, split: str = "val",
+def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split: str = "val",
          out: str | os.PathLike | None = None, device: str | None = None,
          protocol: str = "activitynet", progress: bool = True):
     """Score ``split`` of ``cfg.data.root`` with ``checkpoint``, write the results CSV ``out``
     (default: ``results.csv`` next to the checkpoint) and evaluate it (frame-mAP@0.5 with
     ``protocol``); returns the :class:`~stdet.evaluation.AVAEvalResult`. Under torchrun every
     process scores its shard.
+
+    ``checkpoint`` is a file (stdet or MMAction2) or a detector in memory (e.g. an untrained one,
+    as a baseline; ``out`` is then required).
 
     >>> import stdet
     >>> cfg = stdet.config("work_dirs/slowonly_mini/config.json")   # the data root it trained on
@@ -145,7 +148,12 @@ def test(cfg: Config | str, checkpoint: str | os.PathLike, *, split: str = "val"
 
     cfg = zoo.resolve(cfg)
     info, dev = init_distributed(device)
-    model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
+    if isinstance(checkpoint, nn.Module):
+        if out is None:
+            raise ValueError("test(cfg, model): pass out=, the results CSV to write")
+        model = checkpoint.to(dev)
+    else:
+        model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
     out = out or Path(checkpoint).with_name("results.csv")
     return evaluate_split(model, cfg, dev, info, out, split, protocol, desc="test",
                           progress=progress)

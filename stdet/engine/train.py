@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configs import Config, config_to_dict, save_config
+from ..configs import Config, ConfigError, config_to_dict, save_config
 from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, gather_objects, init_distributed
@@ -219,7 +219,7 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     cfg = zoo.resolve(cfg)
     pretrained_file(cfg)  # before the work dir is touched
     if cfg.runtime.log_interval < 1:
-        raise ValueError(f"runtime.log_interval must be >= 1, got {cfg.runtime.log_interval}")
+        raise ConfigError(f"runtime.log_interval must be >= 1, got {cfg.runtime.log_interval}")
     info, dev = init_distributed(device)
     verbose = progress and info.is_main
     work_dir = Path(work_dir)

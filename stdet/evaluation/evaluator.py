@@ -83,6 +83,13 @@ def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os
     ``label_map`` (pbtxt) names the evaluated classes (the 60 of the ActivityNet list on real
     AVA); ``custom_classes`` restricts them further and must all be in the label map (use the
     full action list as label map for classes outside the 60). ``exclude`` lists keyframes left out.
+
+    >>> import stdet
+    >>> result = stdet.evaluate("ava_val_v2.2.csv", "results.csv",
+    ...                         "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+    ...                         exclude="ava_val_excluded_timestamps_v2.2.csv")
+    >>> result.map, result.group_map["person_movement"]
+    >>> print(result.table())                     # AP per class and the means
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")

@@ -9,12 +9,13 @@ from .non_local import NonLocal3d
 from .resnet3d import Bottleneck3d, ResNet3d, count_parameters
 from .roi_align import RoIAlign, roi_align
 from .roi_extractor import RoIExtractor3D
-from .slowfast import SlowFast, SlowOnly
+from .shapes import stage_shapes
+from .slowfast import SlowFast, SlowOnly, temporal_subsample
 
 __all__ = [
     "ACRNHead", "ActionDetector", "BBoxHeadAVA", "Bottleneck3d", "FBOAvg", "FBOMax", "FBONonLocal",
     "LFBHead", "NonLocal3d", "ResNet3d",
     "RoIAlign", "RoIExtractor3D", "SlowFast", "SlowOnly", "action_loss", "assign_labels",
     "box_iou", "boxes_to_rois", "build_backbone", "build_detector", "count_parameters",
-    "recall_precision", "roi_align", "sample_rois",
+    "recall_precision", "roi_align", "sample_rois", "stage_shapes", "temporal_subsample",
 ]

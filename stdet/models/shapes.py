@@ -23,7 +23,12 @@ def pathways(backbone: nn.Module) -> dict[str, nn.Module]:
 @torch.no_grad()
 def stage_shapes(backbone: nn.Module, clip_shape: tuple[int, int, int, int]):
     """A ``pandas.DataFrame`` of output shapes ``(batch, channels, T, H, W)``: one row per stage
-    (stem, res2 ... res5), one column per pathway, for one clip ``(3, T, H, W)`` of zeros."""
+    (stem, res2 ... res5), one column per pathway, for one clip ``(3, T, H, W)`` of zeros.
+
+    >>> import stdet
+    >>> cfg = stdet.config("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb")
+    >>> stdet.stage_shapes(stdet.build_backbone(cfg.model.backbone), (3, 4, 256, 256))
+    """
     import pandas as pd
 
     shapes: dict[str, dict[str, str]] = {}

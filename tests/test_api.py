@@ -1,0 +1,129 @@
+"""The public API (``stdet.config``, ``stdet.train``, ``stdet.test``, ...) against the command
+line it sits under: the same run gives the same weights, results and mAP, in this process, in a
+child process and in a Jupyter kernel; and every public entry point is documented with an example.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import stdet
+from stdet.data import in_jupyter_kernel
+
+from test_benchmarks import load_script
+
+REPO = Path(__file__).resolve().parents[1]
+SLOWONLY = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb:mini"
+TINY = ["optim.batch_per_gpu=4", "optim.lr=0.05", "schedule.epochs=2", "schedule.eval_interval=1",
+        "model.backbone.pretrained=None"]
+API = ["config", "train", "test", "extract_lfb", "read_log", "mini_base_checkpoint"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def cli(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "stdet", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_ava, tmp_path_factory) -> Path:
+    """``python -m stdet train`` then ``test`` from another directory with the work dir's
+    config.json and no --data-root: it must read the data the run trained on."""
+    work = tmp_path_factory.mktemp("cli") / "work"
+    cli("train", SLOWONLY, "--data-root", str(tiny_ava), "--work-dir", str(work), "--validate",
+        "--seed", "0", "--cfg-options", "data.workers=0", *TINY)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    cli("test", str(work / "config.json"), str(work / "latest.pth"), "--out",
+        str(work / "results_test.csv"), "--eval", "mAP", "--device", "cpu", cwd=elsewhere)
+    return work
+
+
+def test_config_json_records_the_data_root_it_trained_on(cli_run, tiny_ava):
+    saved = json.loads((cli_run / "config.json").read_text())
+    assert saved["data"]["root"] == str(tiny_ava.resolve())
+    assert stdet.config(str(cli_run / "config.json")).data.root == str(tiny_ava.resolve())
+    # the test run from elsewhere scored the val split the run validated on
+    assert (cli_run / "results_test.csv").read_bytes() == (cli_run / "results_val.csv").read_bytes()
+
+
+def test_python_api_gives_the_cli_weights_results_and_map(cli_run, tiny_ava, tmp_path):
+    cfg = stdet.config(SLOWONLY, "data.workers=0", *TINY, data_root=tiny_ava)
+    run = stdet.train(cfg, tmp_path / "work", seed=0, progress=False)
+    assert isinstance(run, stdet.TrainResult) and run.epochs == 2 and run.best == tmp_path / "work" / "best.pth"
+    assert_same_weights(run.latest, cli_run / "latest.pth")
+    assert list(run.log[run.log["mode"] == "val"]["mAP"]) == list(
+        stdet.read_log(cli_run / "log.jsonl").query("mode == 'val'")["mAP"])
+
+    result = stdet.test(cfg, run.latest, out=tmp_path / "results.csv", progress=False)
+    assert isinstance(result, stdet.AVAEvalResult)
+    assert (tmp_path / "results.csv").read_bytes() == (cli_run / "results_test.csv").read_bytes()
+    assert result.map == run.metrics["mAP"]
+    layout = stdet.AVALayout(tiny_ava, cfg.data.version)
+    scored = stdet.evaluate(layout.ann_file("val"), cli_run / "results_test.csv",
+                            layout.eval_label_file, exclude=layout.exclude_file("val"))
+    assert scored.map == result.map
+
+
+def test_test_scores_a_model_in_memory(tiny_ava, tmp_path):
+    cfg = stdet.config(SLOWONLY, "data.workers=0", *TINY, data_root=tiny_ava)
+    torch.manual_seed(0)
+    model = stdet.build_detector(cfg.model)
+    with pytest.raises(ValueError, match="out="):
+        stdet.test(cfg, model)
+    result = stdet.test(cfg, model, out=tmp_path / "untrained.csv", progress=False)
+    assert 0 <= result.map <= 1 and (tmp_path / "untrained.csv").stat().st_size > 0
+
+
+def test_train_in_a_jupyter_kernel_matches_the_cli(tiny_ava, tmp_path):
+    """Two DataLoader workers: forked from the CLI's process, from a forkserver in the kernel;
+    the weights are the same bit for bit."""
+    bench = load_script("kernel_vs_cli")
+    options = ["data.workers=2", *TINY]
+    bench.run_cli(SLOWONLY, tiny_ava, tmp_path / "cli", 0, options)
+    _, method = bench.train_in_kernel(SLOWONLY, tiny_ava, tmp_path / "kernel", 0, options)
+    assert method == "forkserver"
+    assert_same_weights(tmp_path / "cli" / "latest.pth", tmp_path / "kernel" / "latest.pth")
+    assert bench.val_maps(tmp_path / "cli") == bench.val_maps(tmp_path / "kernel")
+
+
+def test_outside_a_kernel_workers_fork():
+    assert not in_jupyter_kernel()
+    assert stdet.data.worker_context("auto", 2) is None          # the platform default
+    assert stdet.data.worker_context("auto", 0) is None          # no workers, no context
+    assert stdet.data.worker_context("spawn", 2).get_start_method() == "spawn"
+
+
+@pytest.mark.parametrize("name", API + ["evaluate", "stage_shapes", "ensure_mini_ava"])
+def test_public_functions_are_documented_with_an_example(name):
+    function = getattr(stdet, name)
+    assert name in stdet.__all__
+    doc = inspect.getdoc(function) or ""
+    assert ">>>" in doc, f"stdet.{name} has no example in its docstring"
+
+
+def test_every_public_name_resolves():
+    for name in stdet.__all__:
+        assert getattr(stdet, name) is not None, name
