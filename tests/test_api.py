@@ -127,3 +127,48 @@ def test_public_functions_are_documented_with_an_example(name):
 def test_every_public_name_resolves():
     for name in stdet.__all__:
         assert getattr(stdet, name) is not None, name
+
+
+MINI = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb:mini"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["test", MINI, "{missing}"], "checkpoint not found"),
+    (["test", MINI, "{ckpt}", "--data-root", "{missing}"], "annotation file not found"),
+    (["test", "{bad_json}", "{ckpt}"], "line 2, column 1: not valid JSON"),
+    (["test", "{unknown_key_json}", "{ckpt}"], "unknown config keys ['modle']"),
+    (["extract-lfb", "lfb_slowonly_r50_ava_infer:mini", "{missing}", "--split", "val"],
+     "checkpoint not found"),
+    (["convert", "{missing}", "{out}", "--config", MINI], "checkpoint not found"),
+    (["convert", "{ckpt}", "{out}", "--config", "slowonly_nonsense"], "no zoo config named"),
+])
+def test_user_mistakes_are_one_line_with_exit_code_2(argv, message, tmp_path, capsys):
+    from stdet import cli as command_line
+
+    ckpt = tmp_path / "model.pth"
+    torch.manual_seed(0)
+    stdet.save_checkpoint(ckpt, stdet.build_detector(stdet.config(MINI).model))
+    (tmp_path / "bad.json").write_text('{"name":\n')
+    (tmp_path / "unknown.json").write_text('{"name": "x", "modle": {}}')
+    paths = {"missing": tmp_path / "missing", "ckpt": ckpt, "out": tmp_path / "out.pth",
+             "bad_json": tmp_path / "bad.json", "unknown_key_json": tmp_path / "unknown.json"}
+    assert command_line.main([a.format(**paths) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_readme_tour_trains_tests_and_evaluates(tmp_path, monkeypatch):
+    """The Python block of README's tour, run as written (in a fresh directory): at most ten lines
+    of code, and what it promises holds."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## A short tour", 1)[1]
+    code = tour.split("```python\n", 1)[1].split("```", 1)[0]
+    lines = [l for l in code.splitlines() if l.strip() and not l.strip().startswith("#")]
+    assert len(lines) <= 10, lines
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(code, "README.md", "exec"), names)
+    run, result, scored = names["run"], names["result"], names["scored"]
+    assert run.best.is_file() and run.metrics["mAP"] <= run.best_map
+    assert result.map == run.best_map                 # the best epoch's weights, scored again
+    assert 0 < scored.map <= 1 and len(scored.per_class) > 0
