@@ -57,7 +57,9 @@ def add_zoo_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "zoo", help="list the model zoo: settings, published mAP, parameters, GFLOPs",
         description="Print every zoo config with its settings and published frame-mAP, and the "
-                    "parameters and GFLOPs (multiply-adds) of its model at the test input.")
+                    "parameters and GFLOPs (multiply-adds) of its model at the test input; the "
+                    "LFB configs' bank model (run by extract-lfb) is listed after them, marked "
+                    "in the note column.")
     p.add_argument("--scale", choices=("full", "mini"), default="full",
                    help="full-size AVA models (default) or their mini-AVA counterparts")
     p.add_argument("--filter", default="", help="only configs whose name contains this text")

@@ -2,21 +2,32 @@
 
 A :class:`Config` nests one dataclass per concern::
 
-    Config(name, model=ModelConfig(backbone, head, lfb), data, optim, schedule, published, scale)
+    Config(name, model=ModelConfig(backbone, head, lfb), data, optim, schedule, runtime, published,
+           scale)
 
 Every field has the value of the full-size AVA setting unless a zoo entry says otherwise
-(:mod:`stdet.zoo` holds the named configs). Configs are frozen: a variant is
-``dataclasses.replace(base, ...)``, so the difference reads in one line. :func:`mini` derives the
-CPU-sized counterpart of any config: same code path, smaller depth, width and frames.
-:func:`apply_overrides` applies ``--cfg-options`` style ``key=value`` strings.
+(:mod:`stdet.zoo` holds the named configs, :mod:`stdet.mini` derives their CPU-sized
+counterparts). Configs are frozen: a variant is ``dataclasses.replace(base, ...)``, so the
+difference reads in one line.
+
+This module is the schema and nothing else: the dataclasses and their checks, files
+(:func:`save_config`, :func:`load_config`) and ``--cfg-options`` overrides
+(:func:`apply_overrides`). A field whose values are a fixed set is typed ``Literal[...]``; a
+config holding another value is refused when it is built, with a :class:`ConfigError` naming the
+field by its dotted key (``model.head.temporal_pool must be one of 'avg', 'max'; got 'mean'``),
+whether the value came from Python, a ``config.json`` or the command line.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import functools
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal
 
 
 class ConfigError(ValueError, KeyError):
@@ -27,11 +38,36 @@ class ConfigError(ValueError, KeyError):
     __str__ = BaseException.__str__
 
 
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple]:
+    """The ``Literal`` fields of the dataclass ``cls`` and the values each allows."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal}
+
+
+class _Checked:
+    """Refuses, when a config dataclass is built, a ``Literal`` field holding a value outside its
+    choices. ``_key`` is where the dataclass sits in a :class:`Config` (``"model.head."``), so the
+    error names the key that ``--cfg-options`` and ``config.json`` use."""
+
+    _key: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, allowed in _choices(type(self)).items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{self._key}{name} must be one of "
+                                  f"{', '.join(map(repr, allowed))}; got {value!r}")
+
+
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(_Checked):
     """SlowOnly or SlowFast (see :mod:`stdet.models.slowfast`)."""
 
-    arch: str = "slowonly"                 # "slowonly" | "slowfast"
+    _key: ClassVar[str] = "model.backbone."
+
+    arch: Literal["slowonly", "slowfast"] = "slowonly"
     depth: int = 50
     base_channels: int = 64
     stage_blocks: tuple[int, ...] | None = None    # overrides depth (mini models)
@@ -45,14 +81,19 @@ class BackboneConfig:
 
 
 @dataclass(frozen=True)
-class HeadConfig:
-    """RoI extractor, optional shared head, classifier, loss and RoI sampling."""
+class HeadConfig(_Checked):
+    """RoI extractor, optional shared head, classifier, loss and RoI sampling.
+
+    ``shared_head`` is "acrn" (actor-context relations) or "none"; a model with a long-term
+    feature bank gets the LFB head from ``model.lfb`` alone (:attr:`ModelConfig.shared_head`)."""
+
+    _key: ClassVar[str] = "model.head."
 
     num_classes: int = 81                  # 80 AVA actions + index 0 (not an action)
     roi_size: int = 8                      # RoIAlign output S x S
-    temporal_pool: str = "avg"             # "avg" | "max" over each pathway's frames
+    temporal_pool: Literal["avg", "max"] = "avg"   # over each pathway's frames
     with_global: bool = False              # concatenate a global context feature
-    shared_head: str = "none"              # "none" | "acrn" | "lfb"
+    shared_head: Literal["none", "acrn"] = "none"
     dropout: float = 0.5
     focal_alpha: float = 1.0
     focal_gamma: float = 0.0
@@ -62,10 +103,12 @@ class HeadConfig:
 
 
 @dataclass(frozen=True)
-class LFBConfig:
+class LFBConfig(_Checked):
     """Long-term feature bank and its feature bank operator (FBO)."""
 
-    fbo: str = "nl"                        # "nl" | "avg" | "max"
+    _key: ClassVar[str] = "model.lfb."
+
+    fbo: Literal["nl", "avg", "max"] = "nl"
     window_seconds: int = 60               # bank window centred on the keyframe
     max_per_second: int = 5                # RoI features kept per second
     feature_channels: int = 2048
@@ -78,17 +121,32 @@ class LFBConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """Backbone, RoI head and, for a long-term feature bank model, the bank (``lfb``)."""
+
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     lfb: LFBConfig | None = None
 
+    def __post_init__(self) -> None:
+        if self.lfb is not None and self.head.shared_head != "none":
+            raise ConfigError(f"model.head.shared_head={self.head.shared_head!r} and model.lfb "
+                              "cannot both be set: a model with a feature bank has the LFB head")
+
+    @property
+    def shared_head(self) -> Literal["none", "acrn", "lfb"]:
+        """The module between RoIAlign and the classifier: "lfb" when the model has a feature
+        bank (``lfb``), else ``head.shared_head``."""
+        return "lfb" if self.lfb is not None else self.head.shared_head
+
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     """Which AVA files and how a clip is sampled and augmented."""
 
+    _key: ClassVar[str] = "data."
+
     root: str = "data/ava"
-    version: str = "2.1"                   # annotation files: "2.1" | "2.2"
+    version: Literal["2.1", "2.2"] = "2.1"  # annotation files
     clip_len: int = 4
     frame_interval: int = 16
     train_scale: tuple[int, int] = (256, 320)   # random rescale of the short side
@@ -101,8 +159,8 @@ class DataConfig:
     workers: int = 2                       # data loading processes per GPU
     # how workers start: "auto" forks them, except in a Jupyter kernel (a forkserver; see
     # stdet.data.processes); "fork" | "forkserver" | "spawn" force one
-    start_method: str = "auto"
-    frame_source: str = "rawframes"        # "rawframes" (root/rawframes) | "video" (root/videos)
+    start_method: Literal["auto", "fork", "forkserver", "spawn"] = "auto"
+    frame_source: Literal["rawframes", "video"] = "rawframes"   # root/rawframes | root/videos
     # decode JPEG frames at 1/2, 1/4 or 1/8 size when the short side stays >= the size the
     # transforms rescale it to (max(train_scale) for training, test_scale for testing)
     reduced_decode: bool = True
@@ -129,11 +187,13 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(_Checked):
     """Epochs, linear warmup from ``warmup_ratio * lr``, then step decay or cosine annealing."""
 
+    _key: ClassVar[str] = "schedule."
+
     epochs: int = 20
-    policy: str = "step"                   # "step" | "cosine"
+    policy: Literal["step", "cosine"] = "step"
     milestones: tuple[int, ...] = (10, 15)
     gamma: float = 0.1
     warmup_epochs: float = 5.0
@@ -159,18 +219,18 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Published:
-    """What the reference documentation reports for this config."""
+    """What the reference documentation reports for this config. The backbone initialisation
+    the published run started from is the config's ``model.backbone.pretrained``, its one copy."""
 
     map: float | None = None               # frame-mAP@0.5 (%) on the AVA val set
     gpus: str = "8"                        # GPUs of the published run ("8x2" = 16)
-    pretrain: str = "Kinetics-400"
-    pretrained: str | None = None          # URL of the Kinetics backbone initialisation
+    pretrain: str = "Kinetics-400"         # what that initialisation was trained on
     checkpoint: str | None = None          # URL of the published detector weights
     custom_classes_map: float | None = None   # custom-class configs: mAP (%) of the all-80 model on them
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Checked):
     name: str
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -178,86 +238,15 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     published: Published = field(default_factory=Published)
-    scale: str = "full"                    # "full" | "mini"
+    scale: Literal["full", "mini"] = "full"
 
 
-def _mini_non_local(non_local: tuple[tuple[int, ...], ...] | None, blocks: tuple[int, ...]):
-    """One block per stage keeps a non-local block where any block of the full stage had one."""
-    if non_local is None:
-        return None
-    return tuple((int(any(flags)),) * n for flags, n in zip(non_local, blocks))
-
-
-MINI_STAGE_BLOCKS = (1, 1, 1, 1)
-
-
-MINI_WIDTH_DIVISOR = 8      # base width 64 -> 8
-MINI_LR_PER_CLIP = 0.8      # from scratch; 3.2 at the default batch of 4
-MINI_FINETUNE_LR_PER_CLIP = 0.1   # from the mini SlowOnly; 0.4 at the default batch of 4
-MINI_FINETUNE_EPOCHS = 2
-MINI_FAST_LR_MULT = 0.1     # SlowFast's fast pathway and laterals
-
-
-def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int | None = None,
-         batch_size: int = 4, pretrained: str | None = None) -> Config:
-    """The CPU counterpart of ``cfg`` for mini-AVA (128x96 frames at 30 fps).
-
-    Same architecture family and code path; one block per stage and an eighth of the width
-    (SlowFast keeps channel ratio 4 for its fast pathway); the clip's frame sampling is unchanged
-    (mini-AVA has AVA's frame rate) and frames keep their 96-pixel short side. The crop (128)
-    keeps the frame's whole height, as the zoo's 256 crop of a 256-320 short side keeps most of
-    AVA's frame: a tighter crop cuts off the other actors that interaction classes depend on.
-
-    Every zoo model fine-tunes a Kinetics-pretrained backbone. At mini scale one model, the mini
-    SlowOnly, trains from scratch (``pretrained=None``) and stands in for Kinetics: the other mini
-    configs fine-tune from its checkpoint (``pretrained``; a SlowFast backbone takes it as its
-    slow pathway, see :func:`stdet.engine.checkpoint.init_backbone`).
-
-    - From scratch: a few hundred steps on about 200 training keyframes. The zoo's learning rate,
-      scaled linearly to the mini batch (0.0125 per clip), is a fine-tuning rate and leaves a
-      model trained from scratch near chance; ``MINI_LR_PER_CLIP`` per clip, which a sweep from
-      0.0125 to 3.2 per clip found best, for ``epochs`` (default 8).
-    - Fine-tuning: ``MINI_FINETUNE_LR_PER_CLIP`` per clip for ``epochs`` (default
-      ``MINI_FINETUNE_EPOCHS``). Only a conv+BN chain trains stably at the from-scratch rate:
-      SlowFast, ACRN, non-local and long-term-feature-bank models trained from scratch at it stay
-      near chance on mini-AVA.
-    """
-    if cfg.scale == "mini":
-        return cfg
-    if epochs is None:
-        epochs = 8 if pretrained is None else MINI_FINETUNE_EPOCHS
-    bb = cfg.model.backbone
-    backbone = replace(bb, stage_blocks=MINI_STAGE_BLOCKS,
-                       base_channels=bb.base_channels // MINI_WIDTH_DIVISOR,
-                       channel_ratio=min(bb.channel_ratio, 4),
-                       non_local=_mini_non_local(bb.non_local, MINI_STAGE_BLOCKS),
-                       pretrained=pretrained)
-    head = cfg.model.head
-    lfb = cfg.model.lfb
-    if lfb is not None:
-        lfb = replace(lfb, feature_channels=backbone.base_channels * 32,
-                      latent_channels=lfb.latent_channels // 8, bank_config=f"{lfb.bank_config}_mini")
-    data = replace(cfg.data, root=root, version="2.2", train_scale=(96, 120), crop_size=128,
-                   test_scale=96)
-    # SlowFast: the fast pathway (2 channels wide at its stem) and its laterals train at a tenth
-    # of the rate; at the full rate their BN scales and shifts grow until the lateral features
-    # are 10-20 times the slow pathway's and the model learns little motion
-    lr_mult = ((("backbone.fast.", MINI_FAST_LR_MULT), ("backbone.laterals.", MINI_FAST_LR_MULT))
-               if bb.arch == "slowfast" else ())
-    per_clip = MINI_LR_PER_CLIP if pretrained is None else MINI_FINETUNE_LR_PER_CLIP
-    optim = replace(cfg.optim, lr=per_clip * batch_size, reference_batch=batch_size,
-                    batch_per_gpu=batch_size, lr_mult=lr_mult)
-    # a half-epoch warmup, and step decays in the last quarter: from scratch, the model needs
-    # most of its few hundred steps at the full rate (the zoo's decays at 1/2 and 3/4 of training
-    # leave a mini SlowOnly at 0.37 val mAP instead of 0.43); a 2-epoch fine-tune has no decay
-    k = len(cfg.schedule.milestones)
-    milestones = tuple(sorted({round(epochs * (0.75 + 0.25 * i / k)) for i in range(k)}))
-    schedule = replace(cfg.schedule, epochs=epochs, warmup_epochs=0.5, warmup_iters=0,
-                       milestones=milestones)
-    pretrain = "none" if pretrained is None else "mini SlowOnly"
-    return replace(cfg, name=f"{cfg.name}_mini", model=replace(cfg.model, backbone=backbone,
-                   head=head, lfb=lfb), data=data, optim=optim, schedule=schedule,
-                   published=Published(gpus="0 (CPU)", pretrain=pretrain), scale="mini")
+def __getattr__(name: str):
+    """``from stdet.configs import MINI_FINETUNE_EPOCHS`` (the book's LFB chapter) still works:
+    the mini scale moved to :mod:`stdet.mini`, imported on first access (it imports this module)."""
+    if name == "MINI_FINETUNE_EPOCHS":
+        return importlib.import_module(".mini", __package__).MINI_FINETUNE_EPOCHS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -268,7 +257,11 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def config_from_dict(data: dict, cls=Config, where: str = ""):
-    """Rebuild a config from :func:`config_to_dict`'s output; unknown keys raise ``KeyError``."""
+    """Rebuild a config from :func:`config_to_dict`'s output (also one written by an earlier
+    stdet, see :func:`_upgrade`); an unknown key or a value outside its choices raises
+    :class:`ConfigError`."""
+    if cls is Config:
+        data = _upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -285,6 +278,22 @@ def config_from_dict(data: dict, cls=Config, where: str = ""):
     return cls(**values)
 
 
+def _upgrade(data: dict) -> dict:
+    """A config dict as this version writes it, from one an earlier version wrote:
+
+    - ``model.head.shared_head`` was "lfb" beside ``model.lfb``; the LFB head now follows from
+      ``model.lfb`` alone, and the head's own field is "none";
+    - ``published.pretrained`` repeated ``model.backbone.pretrained``; it is dropped.
+    """
+    model, published = data.get("model"), data.get("published")
+    head = model.get("head") if isinstance(model, dict) else None
+    if isinstance(head, dict) and head.get("shared_head") == "lfb" and model.get("lfb") is not None:
+        data = {**data, "model": {**model, "head": {**head, "shared_head": "none"}}}
+    if isinstance(published, dict) and "pretrained" in published:
+        data = {**data, "published": {k: v for k, v in published.items() if k != "pretrained"}}
+    return data
+
+
 def _as_tuples(value):
     if isinstance(value, list):
         return tuple(_as_tuples(v) for v in value)
@@ -299,8 +308,20 @@ def save_config(cfg: Config, path) -> None:
 
 
 def load_config(path) -> Config:
+    """A config saved by :func:`save_config` (a work dir's ``config.json``); a file that is not
+    such a config is a :class:`ConfigError` naming the file and the line."""
     import json
-    return config_from_dict(json.loads(open(path, encoding="utf-8").read()))
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a stdet config (a JSON object was expected)")
+    try:
+        return config_from_dict(data)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: {e.args[0] if e.args else e}") from None
 
 
 # --- command-line overrides -------------------------------------------------------------------
@@ -334,6 +355,8 @@ def _parse_value(text: str, annotation, key: str):
     union = origin in (typing.Union, types.UnionType)  # Optional[str] or str | None
     if annotation is str or (union and str in args):
         return text
+    if origin is Literal and all(isinstance(a, str) for a in args):
+        return text  # the config refuses a value outside the choices when it is built
     if annotation is bool:
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -358,8 +381,9 @@ def _parse_value(text: str, annotation, key: str):
 
 
 def apply_overrides(cfg: Config, options: list[str]) -> Config:
-    """Apply ``["model.head.dropout=0.3", "optim.lr=0.01"]``; a typo raises an error listing the
-    valid keys."""
+    """Apply ``["model.head.dropout=0.3", "optim.lr=0.01"]``. A typo raises a :class:`ConfigError`
+    that suggests the closest valid keys (``unknown config key 'optim.lrr'; did you mean
+    'optim.lr'?``), a value that does not parse or is not allowed one that names the key."""
     for option in options:
         key, sep, text = option.partition("=")
         if not sep:
@@ -369,18 +393,42 @@ def apply_overrides(cfg: Config, options: list[str]) -> Config:
     return cfg
 
 
+def unknown_key(key: str, cfg: Config) -> ConfigError:
+    """The error for a key ``cfg`` does not have, with the closest valid keys: first among the
+    fields of the group the key names (``optim.lrr`` -> ``optim.lr``), then the keys of the same
+    last name (``lr`` -> ``optim.lr``), then among all keys (``optm.lrr`` -> ``optim.lr``); when
+    none is close, the fields of the group."""
+    group, obj = "", cfg
+    for part in key.split(".")[:-1]:
+        value = getattr(obj, part, None)
+        if not dataclasses.is_dataclass(value):
+            break
+        group, obj = f"{group}{part}.", value
+    fields = [f.name for f in dataclasses.fields(obj)]
+    leaves = [name for name in fields if not dataclasses.is_dataclass(getattr(obj, name))]
+    keys = valid_keys(cfg)
+    close = [group + k for k in difflib.get_close_matches(key[len(group):], leaves, n=3, cutoff=0.6)]
+    close = close or [k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:3]
+    close = close or difflib.get_close_matches(key, keys, n=3, cutoff=0.8)
+    if close:
+        return ConfigError(f"unknown config key {key!r}; did you mean {' or '.join(map(repr, close))}?")
+    return ConfigError(f"unknown config key {key!r}; {group.rstrip('.') or 'a config'} has: "
+                       + ", ".join(fields))
+
+
 def _replace_path(obj, parts: list[str], text: str, key: str, root: Config):
     names = {f.name for f in dataclasses.fields(obj)}
     if parts[0] not in names:
-        raise ConfigError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+        raise unknown_key(key, root)
     value = getattr(obj, parts[0])
     if len(parts) == 1:
         if dataclasses.is_dataclass(value):
             raise ConfigError(f"{key!r} is a group; set one of its fields, e.g. {key}."
-                           f"{dataclasses.fields(value)[0].name}=...")
+                              f"{dataclasses.fields(value)[0].name}=...")
         return replace(obj, **{parts[0]: _parse_value(text, _field_types(type(obj))[parts[0]], key)})
     if not dataclasses.is_dataclass(value):
+        group = key.rsplit(".", len(parts) - 1)[0]
         if value is None:
-            raise ConfigError(f"{'.'.join(parts[:1])!r} of this config is None; {key!r} cannot be set")
-        raise ConfigError(f"unknown config key {key!r}; valid keys:\n  " + "\n  ".join(valid_keys(root)))
+            raise ConfigError(f"{group!r} of this config is None; {key!r} cannot be set")
+        raise unknown_key(key, root)
     return replace(obj, **{parts[0]: _replace_path(value, parts[1:], text, key, root)})

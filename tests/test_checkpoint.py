@@ -208,7 +208,7 @@ def test_mmaction2_lfb_detector_loads_strict(tmp_path, fbo):
     """An MMAction2 LFB detector: SlowOnly R50, FBOHead (``fbo.*``, ConvModules inside the
     non-local layers; avg / max have no weights) and a BBoxHeadAVA on 2560 / 4096 channels."""
     cfg = zoo.get(LFB[fbo]).model
-    assert cfg.head.shared_head == "lfb" and cfg.lfb.fbo == fbo
+    assert cfg.shared_head == "lfb" and cfg.lfb.fbo == fbo
     fbo_keys = read_keys("fbo_head_nl_in2048")
     assert len(fbo_keys) == 24
     assert fbo_keys["fbo.non_local_layer_2.out_conv.conv.weight"] == (512, 512, 1, 1, 1)

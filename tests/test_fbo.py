@@ -270,10 +270,14 @@ def test_other_detectors_ignore_long_term():
         assert torch.equal(model(clips, rois), model(clips, rois, torch.randn(1, N, 8)))
 
 
-def test_lfb_needs_its_config():
+def test_the_lfb_head_follows_model_lfb():
+    """An LFB model is one with ``model.lfb``: without it, the same config builds no shared head;
+    the ACRN head beside a bank is refused when the config is built, naming both fields."""
     cfg = zoo.get(NAMES["nl"], scale="mini").model
-    with pytest.raises(ValueError, match="model.lfb"):
-        build_detector(replace(cfg, lfb=None))
+    assert cfg.shared_head == "lfb" and cfg.head.shared_head == "none"
+    assert build_detector(replace(cfg, lfb=None)).shared_head is None
+    with pytest.raises(ValueError, match="model.head.shared_head='acrn' and model.lfb"):
+        replace(cfg, head=replace(cfg.head, shared_head="acrn"))
 
 
 # ---- parameter counts ---------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def build_backbone(cfg: BackboneConfig) -> SlowOnly | SlowFast:
 
 
 def build_detector(cfg: ModelConfig) -> ActionDetector:
-    """Backbone, RoI extractor, optional shared head and BBoxHeadAVA for ``cfg``.
+    """Backbone, RoI extractor, optional shared head and BBoxHeadAVA for ``cfg``: the LFB head
+    when the model has a feature bank (``cfg.lfb``), ACRN when ``cfg.head.shared_head`` says so.
 
     The classifier reads what the shared head gives: ACRN keeps the RoI channels, an LFB head
     concatenates the FBO's output to them (2048 + 512 for non-local, 2048 + 2048 for avg / max).
@@ -41,15 +42,11 @@ def build_detector(cfg: ModelConfig) -> ActionDetector:
                                head_cfg.with_global)
     shared_head: nn.Module | None = None
     head_channels = roi_channels
-    if head_cfg.shared_head == "acrn":
-        shared_head = ACRNHead(2 * roi_channels, roi_channels)
-    elif head_cfg.shared_head == "lfb":
-        if cfg.lfb is None:
-            raise ValueError("shared_head 'lfb' needs model.lfb (an LFBConfig)")
+    if cfg.lfb is not None:                              # cfg.shared_head == "lfb"
         shared_head = LFBHead(cfg.lfb, roi_channels)
         head_channels = shared_head.out_channels
-    elif head_cfg.shared_head != "none":
-        raise ValueError(f"shared_head must be 'none', 'acrn' or 'lfb', got {head_cfg.shared_head!r}")
+    elif head_cfg.shared_head == "acrn":
+        shared_head = ACRNHead(2 * roi_channels, roi_channels)
     head = BBoxHeadAVA(head_channels, head_cfg.num_classes, head_cfg.dropout)
     return ActionDetector(backbone, extractor, head, shared_head, num_rois=head_cfg.num_rois,
                           pos_iou=head_cfg.pos_iou, focal_alpha=head_cfg.focal_alpha,
