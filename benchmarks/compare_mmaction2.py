@@ -291,7 +291,7 @@ def compare_lfb(fbo, tmp):
         mm_fbo_head.LFB = real_lfb
     theirs.init_weights()
     randomize_(theirs, WEIGHT_SEED)
-    holder = _LFBHead(LFBHead(LFBConfig(fbo=fbo), 2048))
+    holder = _LFBHead(LFBHead(2048, fbo))
     state = {f"roi_head.shared_head.{k}": v for k, v in theirs.state_dict().items()}
     loaded = 0
     if state:                                           # avg / max have no weights

@@ -34,5 +34,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".models": ["models", "build_backbone", "build_detector", "stage_shapes"],
     ".evaluation": ["evaluation", "AVAEvalResult", "evaluate"],
     ".viz": ["viz"],
+    ".lfb": ["lfb"],
 })
 __all__ = [*__all__, "__version__"]

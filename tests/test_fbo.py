@@ -41,6 +41,13 @@ def inputs(k_rois: int, batch: int, channels: int, lt_channels: int, seed: int =
     return roi_features, rois, long_term
 
 
+
+def lfb_head(lfb: LFBConfig, in_channels: int) -> LFBHead:
+    """The head ``build_detector`` makes for ``model.lfb = lfb`` (the config's values, passed one
+    by one)."""
+    return LFBHead(in_channels, lfb.fbo, lfb.window_seconds * lfb.max_per_second,
+                   lfb.feature_channels, lfb.latent_channels, lfb.num_layers, lfb.dropout)
+
 # ---- shapes -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scale", ["mini", "full"])
@@ -52,7 +59,7 @@ def test_output_shapes(fbo, scale):
     channels = lfb.feature_channels                      # the backbone's output channels
     assert channels == (256 if scale == "mini" else 2048)
     assert lfb.latent_channels == (64 if scale == "mini" else 512)
-    head = LFBHead(lfb, channels).eval()
+    head = lfb_head(lfb, channels).eval()
     expected = channels + (lfb.latent_channels if fbo == "nl" else channels)
     assert head.out_channels == expected
     if scale == "full":
@@ -149,7 +156,7 @@ def test_initialisation_is_mmaction2s():
 @pytest.mark.parametrize("fbo", ["avg", "max"])
 def test_avg_max_pool_the_window_with_zero_padding(fbo):
     c = 24
-    head = LFBHead(LFBConfig(fbo=fbo, feature_channels=c), c)
+    head = lfb_head(LFBConfig(fbo=fbo, feature_channels=c), c)
     assert isinstance(head.fbo, FBOAvg if fbo == "avg" else FBOMax)
     assert count_parameters(head) == 0
     roi_features, rois, long_term = inputs(6, 3, c, c, seed=2)
@@ -175,7 +182,7 @@ def test_avg_max_pool_the_window_with_zero_padding(fbo):
 @pytest.mark.parametrize("fbo", FBOS)
 def test_each_roi_uses_its_clips_long_term_features(fbo):
     c = 16
-    head = LFBHead(LFBConfig(fbo=fbo, feature_channels=c, latent_channels=8), c).double().eval()
+    head = lfb_head(LFBConfig(fbo=fbo, feature_channels=c, latent_channels=8), c).double().eval()
     randomize_(head, seed=3)
     roi_features, rois, long_term = inputs(7, 3, c, c, seed=4, dtype=torch.float64)
     with torch.no_grad():
@@ -197,7 +204,7 @@ def test_each_roi_uses_its_clips_long_term_features(fbo):
 
 
 def test_long_term_is_checked():
-    head = LFBHead(LFBConfig(fbo="nl", feature_channels=16, latent_channels=8), 16)
+    head = lfb_head(LFBConfig(fbo="nl", feature_channels=16, latent_channels=8), 16)
     roi_features, rois, long_term = inputs(2, 2, 16, 16)
     with pytest.raises(ValueError, match=r"needs long-term features \(batch\['long_term'\]\)"):
         head(roi_features, None, rois, None)
@@ -206,7 +213,7 @@ def test_long_term_is_checked():
     with pytest.raises(ValueError, match=r"got \(2, 300, 8\)"):
         head(roi_features, None, rois, long_term[..., :8])
     with pytest.raises(ValueError, match="fbo must be"):
-        LFBHead(LFBConfig(fbo="attention"), 16)
+        LFBHead(16, "attention")
 
 
 # ---- the mini LFB detectors train and predict ---------------------------------------------------
@@ -303,7 +310,7 @@ def test_parameter_counts_equal_mmaction2(fbo):
 
 
 def test_state_dict_names_are_mmaction2s_without_conv_modules():
-    head = LFBHead(LFBConfig(fbo="nl", feature_channels=32, latent_channels=16), 32)
+    head = lfb_head(LFBConfig(fbo="nl", feature_channels=32, latent_channels=16), 32)
     names = list(head.state_dict())
     assert names[:4] == ["fbo.st_feat_conv.weight", "fbo.st_feat_conv.bias",
                          "fbo.lt_feat_conv.weight", "fbo.lt_feat_conv.bias"]

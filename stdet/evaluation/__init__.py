@@ -23,12 +23,12 @@ This package needs numpy and pandas only (no torch).
 from __future__ import annotations
 
 from .ava_ap import (DETECTIONS_PER_FRAME, IOU_THRESHOLD, PROTOCOLS, ClassCurves, FrameAPResult, box_iou,
-                     frame_ap, match_detections)
+                     frame_ap, match_detections, voc_ap)
 from .evaluator import GROUP_KEYS, AVAEvalResult, evaluate
 from .io import BoxTable, FrameKeys, read_box_csv
 from .results import RESULT_COLUMNS, read_results, write_results
 
 __all__ = ["AVAEvalResult", "BoxTable", "ClassCurves", "DETECTIONS_PER_FRAME", "FrameAPResult",
            "FrameKeys", "GROUP_KEYS", "IOU_THRESHOLD", "PROTOCOLS", "RESULT_COLUMNS", "box_iou",
-           "evaluate", "frame_ap", "match_detections", "read_box_csv", "read_results",
+           "evaluate", "frame_ap", "match_detections", "read_box_csv", "read_results", "voc_ap",
            "write_results"]

@@ -170,10 +170,22 @@ class FrameAPResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _voc_ap(tp: np.ndarray, labels: np.ndarray, classes: np.ndarray, num_gt: np.ndarray
+def voc_ap(tp: np.ndarray, labels: np.ndarray, classes: np.ndarray, num_gt: np.ndarray
             ) -> tuple[np.ndarray, dict[int, ClassCurves]]:
     """AP per class of ``classes`` (dense indices into ``num_gt``) from rows already in ranking
-    order, in one pass: a stable radix sort by class keeps each class's rows ranked."""
+    order, in one pass: a stable radix sort by class keeps each class's rows ranked.
+
+    ``tp (N,)``: whether each ranked detection matched a ground-truth box (:func:`match_detections`);
+    ``labels (N,)``: its class index. AP is PASCAL VOC's (ActivityNet's evaluator): the area under
+    the precision envelope (precision made non-increasing from the right), summed where recall
+    steps up; a class with ground truth but no detection gets 0, one without ground truth NaN.
+
+    >>> import numpy as np
+    >>> ap, curves = voc_ap(np.array([True, False, True]), np.array([0, 0, 0]), np.array([0]),
+    ...                     num_gt=np.array([2]))
+    >>> float(ap[0])                     # recall 0.5 at precision 1, then 1.0 at precision 2/3
+    0.8333333333333333
+    """
     by_class = np.argsort(labels.astype(np.int16), kind="stable")
     labels, tp = labels[by_class], tp[by_class]
     bounds = np.searchsorted(labels, np.arange(len(num_gt) + 1))
@@ -294,9 +306,9 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
         # ranked on float32 scores
         evaluated = np.flatnonzero(num_det > 0)
         order = ranked(det, float32=True)
-        ap, curves = _voc_ap(tp[order], det.labels[order], evaluated, num_gt)
+        ap, curves = voc_ap(tp[order], det.labels[order], evaluated, num_gt)
     else:
-        ap, curves = _voc_ap(tp, det.labels, np.arange(len(ids)), num_gt)
+        ap, curves = voc_ap(tp, det.labels, np.arange(len(ids)), num_gt)
     return FrameAPResult(
         ap={int(c): float(ap[i]) for i, c in enumerate(ids)},
         num_gt={int(c): int(num_gt[i]) for i, c in enumerate(ids)},

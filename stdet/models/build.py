@@ -43,7 +43,10 @@ def build_detector(cfg: ModelConfig) -> ActionDetector:
     shared_head: nn.Module | None = None
     head_channels = roi_channels
     if cfg.lfb is not None:                              # cfg.shared_head == "lfb"
-        shared_head = LFBHead(cfg.lfb, roi_channels)
+        lfb = cfg.lfb
+        shared_head = LFBHead(roi_channels, lfb.fbo, lfb.window_seconds * lfb.max_per_second,
+                              lfb.feature_channels, lfb.latent_channels, lfb.num_layers,
+                              lfb.dropout)
         head_channels = shared_head.out_channels
     elif head_cfg.shared_head == "acrn":
         shared_head = ACRNHead(2 * roi_channels, roi_channels)

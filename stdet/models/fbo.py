@@ -39,7 +39,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..configs import LFBConfig
 
 
 def _kaiming_(conv: nn.Conv3d) -> nn.Conv3d:
@@ -136,9 +135,11 @@ class LFBHead(nn.Module):
     """The shared head of the LFB detectors (MMAction2's ``FBOHead``).
 
     Args:
-        cfg: the bank's window and the operator (``fbo`` ``"nl"`` | ``"avg"`` | ``"max"``,
-            latent channels, layers, dropout).
         in_channels: C of the RoI features (2048 for SlowOnly R50).
+        fbo: the feature bank operator, ``"nl"`` (non-local) | ``"avg"`` | ``"max"``.
+        num_long_term: N, long-term features per clip (window seconds x features per second).
+        long_term_channels: C_lt of the bank's features.
+        latent_channels, num_layers, dropout: the non-local operator's (``"nl"`` only).
 
     ``forward(roi_features (K, C, T, S, S), context, rois (K, 5), long_term (B, N, C_lt))``
     -> ``(K, out_channels, 1, 1, 1)``, ``out_channels = C + latent`` (``"nl"``: 2560) or
@@ -149,19 +150,21 @@ class LFBHead(nn.Module):
     window, a different random choice of features in seconds holding more than 5).
     """
 
-    def __init__(self, cfg: LFBConfig, in_channels: int = 2048) -> None:
+    def __init__(self, in_channels: int = 2048, fbo: str = "nl", num_long_term: int = 300,
+                 long_term_channels: int = 2048, latent_channels: int = 512, num_layers: int = 2,
+                 dropout: float = 0.2) -> None:
         super().__init__()
-        self.num_long_term = cfg.window_seconds * cfg.max_per_second
-        self.long_term_channels = cfg.feature_channels
-        if cfg.fbo == "nl":
-            self.fbo: nn.Module = FBONonLocal(in_channels, cfg.feature_channels,
-                                              cfg.latent_channels, cfg.num_layers, cfg.dropout)
-        elif cfg.fbo == "avg":
-            self.fbo = FBOAvg(cfg.feature_channels)
-        elif cfg.fbo == "max":
-            self.fbo = FBOMax(cfg.feature_channels)
+        self.num_long_term = num_long_term
+        self.long_term_channels = long_term_channels
+        if fbo == "nl":
+            self.fbo: nn.Module = FBONonLocal(in_channels, long_term_channels, latent_channels,
+                                              num_layers, dropout)
+        elif fbo == "avg":
+            self.fbo = FBOAvg(long_term_channels)
+        elif fbo == "max":
+            self.fbo = FBOMax(long_term_channels)
         else:
-            raise ValueError(f"fbo must be 'nl', 'avg' or 'max', got {cfg.fbo!r}")
+            raise ValueError(f"fbo must be 'nl', 'avg' or 'max', got {fbo!r}")
         self.out_channels = in_channels + self.fbo.out_channels
 
     def forward(self, roi_features: Tensor, context: Tensor | None, rois: Tensor,
