@@ -1,7 +1,7 @@
 """Models: tensors in, per-RoI action scores out (backbones, RoIAlign, RoI heads, the detector)."""
 from .assign import assign_labels, box_iou, sample_rois
 from .build import build_backbone, build_detector
-from .complexity import model_complexity
+from .complexity import model_complexity, saved_bytes, training_memory
 from .detector import ActionDetector, boxes_to_rois
 from .fbo import FBOAvg, FBOMax, FBONonLocal, LFBHead, NonLocalLayer
 from .heads import ACRNHead, BBoxHeadAVA
@@ -18,5 +18,6 @@ __all__ = [
     "LFBHead", "NonLocal3d", "NonLocalLayer", "ResNet3d",
     "RoIAlign", "RoIExtractor3D", "SlowFast", "SlowOnly", "action_loss", "assign_labels",
     "box_iou", "boxes_to_rois", "build_backbone", "build_detector", "count_parameters", "model_complexity",
+    "saved_bytes", "training_memory",
     "recall_precision", "roi_align", "sample_rois", "stage_shapes", "temporal_subsample",
 ]
