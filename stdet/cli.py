@@ -109,8 +109,9 @@ def run_convert(args: argparse.Namespace) -> int:
         report = load_checkpoint(model, args.checkpoint)
         print(report)
         if report.mismatched:
-            print("convert: shapes do not match the config; nothing written", file=sys.stderr)
-            return 1
+            print(f"error: {args.checkpoint}: {len(report.mismatched)} tensor shapes do not match "
+                  f"{args.config} (listed above); nothing written", file=sys.stderr)
+            return 2
     state = convert_checkpoint(args.checkpoint, args.out)
     print(f"wrote {len(state)} tensors to {args.out}")
     return 0

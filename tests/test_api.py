@@ -172,3 +172,28 @@ def test_readme_tour_trains_tests_and_evaluates(tmp_path, monkeypatch):
     assert run.best.is_file() and run.metrics["mAP"] <= run.best_map
     assert result.map == run.best_map                 # the best epoch's weights, scored again
     assert 0 < scored.map <= 1 and len(scored.per_class) > 0
+
+
+def test_convert_checks_against_mini_names_and_config_json(tmp_path, capsys):
+    """``convert --config`` resolves what every other command resolves: NAME:mini, config.json."""
+    from stdet import cli as command_line
+    from stdet.configs import save_config
+
+    cfg = stdet.config(MINI)
+    torch.manual_seed(0)
+    stdet.save_checkpoint(tmp_path / "model.pth", stdet.build_detector(cfg.model))
+    save_config(cfg, tmp_path / "config.json")
+    for config in (MINI, str(tmp_path / "config.json")):
+        capsys.readouterr()
+        assert command_line.main(["convert", str(tmp_path / "model.pth"), str(tmp_path / "out.pth"),
+                                  "--config", config]) == 0
+        out = capsys.readouterr().out
+        n = len(stdet.build_detector(cfg.model).state_dict())
+        assert f"loaded {n} tensors" in out and f"wrote {n} tensors" in out, out
+    # a full-size config does not fit the mini weights: the mismatch is reported by name
+    (tmp_path / "out.pth").unlink()
+    assert command_line.main(["convert", str(tmp_path / "model.pth"), str(tmp_path / "out.pth"),
+                              "--config", MINI.split(":")[0]]) == 2
+    captured = capsys.readouterr()
+    assert "head.classifier.weight: file (81, 256) vs model (81, 2048)" in captured.out + captured.err
+    assert not (tmp_path / "out.pth").exists()

@@ -32,10 +32,11 @@ def test_convert_command_checks_against_a_config(tmp_path, capsys):
 
     # the custom-class config has a 17-class head: the 81-class file does not fit, nothing written
     other = "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb_custom_classes_mini"
-    assert main(["convert", str(src), str(tmp_path / "bad.pth"), "--config", other]) == 1
+    assert main(["convert", str(src), str(tmp_path / "bad.pth"), "--config", other]) == 2
     width = zoo.get(other).model.backbone.base_channels * 32  # the backbone's output channels
-    assert (f"head.classifier.weight: file (81, {width}) vs model (17, {width})"
-            in capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert f"head.classifier.weight: file (81, {width}) vs model (17, {width})" in captured.out
+    assert captured.err.startswith("error: ") and "nothing written" in captured.err
     assert not (tmp_path / "bad.pth").exists()
 
 
