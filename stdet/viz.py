@@ -159,7 +159,7 @@ def show_source(*objects, title: str | None = None):
 
     >>> import stdet
     >>> stdet.viz.show_source(stdet.models.Bottleneck3d)            # doctest: +SKIP
-    >>> stdet.viz.show_source(stdet.models.SlowFast.forward)        # one method
+    >>> stdet.viz.show_source(stdet.models.SlowFast.forward)        # doctest: +SKIP
     """
     import inspect
     import textwrap

@@ -197,3 +197,11 @@ def test_convert_checks_against_mini_names_and_config_json(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "head.classifier.weight: file (81, 256) vs model (81, 2048)" in captured.out + captured.err
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_deterministic_is_for_the_run_only(tiny_ava, tmp_path):
+    cfg = stdet.config(SLOWONLY, "data.workers=0", *TINY, data_root=tiny_ava)
+    assert not torch.are_deterministic_algorithms_enabled()
+    run = stdet.train(cfg, tmp_path / "work", deterministic=True, validate=False, max_iters=1,
+                      progress=False)
+    assert run.iterations == 1 and not torch.are_deterministic_algorithms_enabled()

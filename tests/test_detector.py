@@ -116,3 +116,27 @@ def test_zoo_complexity_is_unchanged(family):
     stats = model_complexity(cfg.model, shape)
     assert stats["params"] == params
     assert stats["gflops"] == pytest.approx(gflops, rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["context", "acrn", "lfb"])
+def test_backward_is_the_same_every_run(family):
+    """The per-RoI gathers of a clip's context, global feature or long-term sample are
+    ``index_select``: their backward sums in a fixed order, so the gradients (and with them
+    training) are the same bit for bit from run to run on a multi-threaded CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg, model, clips, long_term = _mini(family)
+        model.train()
+        rois = torch.cat([ROIS] * 40)                    # many RoIs per clip: many adds per row
+        grads = []
+        for _ in range(5):
+            model.zero_grad()
+            torch.manual_seed(0)                         # the same dropout masks
+            extra = {} if long_term is None else {"long_term": long_term.requires_grad_()}
+            out = model(clips, rois, **extra)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        assert all(torch.equal(grads[0], g) for g in grads[1:])
+    finally:
+        torch.set_num_threads(threads)

@@ -223,8 +223,6 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     info, dev = init_distributed(device)
     verbose = progress and info.is_main
     work_dir = Path(work_dir)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
     configure_backends(dev, cfg.runtime, deterministic)
     seed_everything(seed + info.rank)
     if info.is_main:
@@ -270,6 +268,9 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     run = TrainRun(cfg, model, ddp, optimizer, scheduler, loader, dev, info, logger, state,
                    max_iters, progress)
     metrics: dict[str, float] = {}
+    # for this run only: a notebook that trains again gets its own setting back
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic or was_deterministic)
     try:
         for epoch in range(state["epoch"], cfg.schedule.epochs):
             seed_everything(seed * 1000 + epoch * 100 + info.rank)
@@ -287,6 +288,7 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
         logger.log(mode="error", message=str(e))
         raise
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)
         logger.close()
         cleanup(info)
     best = work_dir / "best.pth"

@@ -179,6 +179,6 @@ class LFBHead(nn.Module):
                              f"got {tuple(long_term.shape)}")
         # (K, C, 1, 1, 1): average over time, max over the RoI's S x S
         st = roi_features.mean(dim=2, keepdim=True).amax(dim=(3, 4), keepdim=True)
-        lt = long_term.to(st.device, st.dtype)[rois[:, 0].long()]          # (K, N, C_lt)
+        lt = long_term.to(st.device, st.dtype).index_select(0, rois[:, 0].long())   # (K, N, C_lt)
         lt = lt.transpose(1, 2).contiguous()[..., None, None]              # (K, C_lt, N, 1, 1)
         return torch.cat([st, self.fbo(st, lt)], dim=1)

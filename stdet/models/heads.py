@@ -57,7 +57,9 @@ class ACRNHead(nn.Module):
         """``roi_features (K, C, 1, S, S)``, ``context (B, C, 1, H, W)``, ``rois (K, 5)``
         -> ``(K, out_channels, 1, H, W)``. ``long_term`` (of LFB heads) is ignored."""
         actor = roi_features.amax(dim=(2, 3, 4), keepdim=True)
-        around = context[rois[:, 0].long()]
+        # index_select, not context[index]: its backward sums in a fixed order (indexing's
+        # scatter-add accumulates in parallel on the CPU, so the gradient varied from run to run)
+        around = context.index_select(0, rois[:, 0].long())
         x = torch.cat([actor.expand(-1, -1, *around.shape[2:]), around], dim=1)
         x = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(x)))

@@ -62,5 +62,7 @@ class RoIExtractor3D(nn.Module):
                                  max_grid=grid_for_map(frame, self.output_size))
         if self.with_global:
             global_features = F.adaptive_avg_pool2d(frame, self.output_size)
-            roi_features = torch.cat([roi_features, global_features[rois[:, 0].long()]], dim=1)
+            # index_select: a deterministic backward (see ACRNHead.forward)
+            roi_features = torch.cat([roi_features, global_features.index_select(0, rois[:, 0].long())],
+                                     dim=1)
         return roi_features.unsqueeze(2), context
