@@ -15,7 +15,15 @@ under torchrun they run one process per GPU. Names are imported on first use (``
 ``stdet.train``, ...), so commands that need no torch, such as ``python -m stdet eval``, start
 quickly.
 """
+import os
+
 from ._lazy import lazy_exports
+
+# OpenMP threads that wait by sleeping, unless the user chose otherwise: spinning threads made a
+# mini training three times slower on a machine busy with other work (the same time on an idle
+# one). It takes effect when stdet is imported before torch (``python -m stdet``, scripts that
+# import stdet first); the Makefile sets it for the book and the tests.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
