@@ -80,7 +80,8 @@ def test_python_api_gives_the_cli_weights_results_and_map(cli_run, tiny_ava, tmp
     result = stdet.test(cfg, run.latest, out=tmp_path / "results.csv", progress=False)
     assert isinstance(result, stdet.AVAEvalResult)
     assert (tmp_path / "results.csv").read_bytes() == (cli_run / "results_test.csv").read_bytes()
-    assert result.map == run.metrics["mAP"]
+    assert result.map == run.metrics["mAP"] == run.result.map
+    assert result.per_class.equals(run.result.per_class)
     layout = stdet.AVALayout(tiny_ava, cfg.data.version)
     scored = stdet.evaluate(layout.ann_file("val"), cli_run / "results_test.csv",
                             layout.eval_label_file, exclude=layout.exclude_file("val"))

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..configs import Config, ConfigError, config_to_dict, save_config
+from ..evaluation import AVAEvalResult
 from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
 from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, gather_objects, init_distributed
@@ -157,8 +158,9 @@ class TrainResult:
 
     ``log``: every record of ``log.jsonl`` (:func:`~stdet.engine.logger.read_log`), one row per
     training iteration (``mode == "train"``) and per validation (``"val"``); ``metrics``: the last
-    validation's mAP and group means (empty without validation); ``best``: ``best.pth`` (None
-    without validation)."""
+    validation's mAP and group means (empty without validation); ``result``: that validation's
+    :class:`~stdet.evaluation.AVAEvalResult` (AP per class, curves; None without validation);
+    ``best``: ``best.pth`` (None without validation)."""
 
     work_dir: Path
     latest: Path
@@ -169,6 +171,7 @@ class TrainResult:
     iterations: int = 0
     best_map: float = float("nan")
     best_epoch: int | None = None
+    result: AVAEvalResult | None = None
 
 
 @dataclass
@@ -267,7 +270,7 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
     run = TrainRun(cfg, model, ddp, optimizer, scheduler, loader, dev, info, logger, state,
                    max_iters, progress)
-    metrics: dict[str, float] = {}
+    result = None
     # for this run only: a notebook that trains again gets its own setting back
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(deterministic or was_deterministic)
@@ -279,7 +282,7 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
             state["epoch"] = epoch + 1
             if validate and (state["epoch"] % cfg.schedule.eval_interval == 0
                              or state["epoch"] == cfg.schedule.epochs):
-                metrics = validate_epoch(run, work_dir)
+                result = validate_epoch(run, work_dir)
             _save(work_dir / "latest.pth", run)
             if stop:
                 break
@@ -297,13 +300,14 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
               + (f", best val mAP {100 * state['best_map']:.2f} (epoch {state['best_epoch']})"
                  if math.isfinite(state["best_map"]) else "") + f"; {work_dir}")
     return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
-                       read_log(work_dir / "log.jsonl"), metrics, state["epoch"],
-                       state["iteration"], state["best_map"], state["best_epoch"])
+                       read_log(work_dir / "log.jsonl"),
+                       {"mAP": result.map, **result.group_map} if result else {}, state["epoch"],
+                       state["iteration"], state["best_map"], state["best_epoch"], result)
 
 
-def validate_epoch(run: TrainRun, work_dir: Path) -> dict[str, float]:
+def validate_epoch(run: TrainRun, work_dir: Path) -> AVAEvalResult:
     """Val mAP of the weights the checkpoint holds, logged; ``best.pth`` when it is the best so
-    far. Returns the mAP and group means."""
+    far."""
     from .test import evaluate_split
 
     state, info = run.state, run.info
@@ -317,7 +321,7 @@ def validate_epoch(run: TrainRun, work_dir: Path) -> dict[str, float]:
     if not math.isfinite(state["best_map"]) or result.map > state["best_map"]:
         state["best_map"], state["best_epoch"] = result.map, state["epoch"]
         _save(work_dir / "best.pth", run)
-    return metrics
+    return result
 
 
 def _save(path: Path, run: TrainRun) -> None:
