@@ -23,7 +23,6 @@ import ast
 import dataclasses
 import difflib
 import functools
-import importlib
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -239,14 +238,6 @@ class Config(_Checked):
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     published: Published = field(default_factory=Published)
     scale: Literal["full", "mini"] = "full"
-
-
-def __getattr__(name: str):
-    """``from stdet.configs import MINI_FINETUNE_EPOCHS`` (the book's LFB chapter) still works:
-    the mini scale moved to :mod:`stdet.mini`, imported on first access (it imports this module)."""
-    if name == "MINI_FINETUNE_EPOCHS":
-        return importlib.import_module(".mini", __package__).MINI_FINETUNE_EPOCHS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -198,9 +198,8 @@ def test_a_typo_on_the_command_line(tmp_path, capsys):
 
 def test_the_mini_scale_lives_in_stdet_mini():
     from stdet import mini
-    assert not hasattr(stdet.configs, "mini") and not hasattr(stdet.configs, "MINI_LR_PER_CLIP")
-    # kept for the book's LFB chapter (`from stdet.configs import MINI_FINETUNE_EPOCHS`)
-    assert stdet.configs.MINI_FINETUNE_EPOCHS == mini.MINI_FINETUNE_EPOCHS
+    assert not any(hasattr(stdet.configs, name) for name in
+                   ("mini", "MINI_LR_PER_CLIP", "MINI_FINETUNE_EPOCHS", "MINI_STAGE_BLOCKS"))
     assert zoo.get(SLOWONLY, "mini") == mini.mini(zoo.get(SLOWONLY))
 
 
