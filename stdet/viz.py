@@ -195,7 +195,7 @@ def map_table(results) -> pd.DataFrame:
     rows = {}
     for label, run in results.items():
         if hasattr(run, "group_map"):
-            values = {"mAP": run.map, **run.group_map}
+            values = run.metrics
         else:
             values = getattr(run, "metrics", run)
         rows[label] = {"val mAP": values["mAP"],

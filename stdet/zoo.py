@@ -386,7 +386,6 @@ def bank_model(cfg: Config) -> Config:
     at ``cfg``'s scale, reading ``cfg``'s data), or ``cfg`` itself when it has no bank."""
     if cfg.model.lfb is None:
         return cfg
-    bank = resolve(cfg.model.lfb.bank_config.removesuffix("_mini"))
-    if cfg.scale == "mini":
-        bank = resolve(f"{bank.name}:mini")
+    scale = ":mini" if cfg.scale == "mini" else ""
+    bank = resolve(cfg.model.lfb.bank_config.removesuffix("_mini") + scale)
     return replace(bank, data=cfg.data, runtime=cfg.runtime)

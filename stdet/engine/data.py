@@ -105,4 +105,3 @@ def eval_loader(dataset: AVADataset, workers: int, info: DistInfo, batch_size: i
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
                       num_workers=workers, collate_fn=ava_collate,
                       multiprocessing_context=worker_context(start_method, workers))
-

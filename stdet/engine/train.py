@@ -22,7 +22,7 @@ import os
 import random
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,21 +157,24 @@ class TrainResult:
     """What :func:`train` leaves behind.
 
     ``log``: every record of ``log.jsonl`` (:func:`~stdet.engine.logger.read_log`), one row per
-    training iteration (``mode == "train"``) and per validation (``"val"``); ``metrics``: the last
-    validation's mAP and group means (empty without validation); ``result``: that validation's
-    :class:`~stdet.evaluation.AVAEvalResult` (AP per class, curves; None without validation);
-    ``best``: ``best.pth`` (None without validation)."""
+    training iteration (``mode == "train"``) and per validation (``"val"``); ``result``: the last
+    validation's :class:`~stdet.evaluation.AVAEvalResult` (AP per class, curves; None without
+    validation) and ``metrics`` its mAP and group means (empty without validation); ``best``:
+    ``best.pth`` (None without validation)."""
 
     work_dir: Path
     latest: Path
     best: Path | None
     log: pd.DataFrame
-    metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
     iterations: int = 0
     best_map: float = float("nan")
     best_epoch: int | None = None
     result: AVAEvalResult | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.result.metrics if self.result is not None else {}
 
 
 @dataclass
@@ -300,9 +303,8 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
               + (f", best val mAP {100 * state['best_map']:.2f} (epoch {state['best_epoch']})"
                  if math.isfinite(state["best_map"]) else "") + f"; {work_dir}")
     return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
-                       read_log(work_dir / "log.jsonl"),
-                       {"mAP": result.map, **result.group_map} if result else {}, state["epoch"],
-                       state["iteration"], state["best_map"], state["best_epoch"], result)
+                       read_log(work_dir / "log.jsonl"), state["epoch"], state["iteration"],
+                       state["best_map"], state["best_epoch"], result)
 
 
 def validate_epoch(run: TrainRun, work_dir: Path) -> AVAEvalResult:
@@ -314,8 +316,7 @@ def validate_epoch(run: TrainRun, work_dir: Path) -> AVAEvalResult:
     broadcast_buffers(run.model, info)  # evaluate the weights the checkpoint holds
     result = evaluate_split(run.model, run.cfg, run.device, info, work_dir / "results_val.csv",
                             progress=run.progress)
-    metrics = {"mAP": result.map, **result.group_map}
-    run.logger.log(mode="val", epoch=state["epoch"], **metrics)
+    run.logger.log(mode="val", epoch=state["epoch"], **result.metrics)
     if run.progress and info.is_main:
         print(f"epoch {state['epoch']}: val mAP {100 * result.map:.2f}")
     if not math.isfinite(state["best_map"]) or result.map > state["best_map"]:

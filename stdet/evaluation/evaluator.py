@@ -46,6 +46,12 @@ class AVAEvalResult:
     curves: dict[int, ClassCurves] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """``{"mAP": ..., "person_movement": ..., "object_manipulation": ...,
+        "person_interaction": ...}``: what a training log's val record holds."""
+        return {"mAP": self.map, **self.group_map}
+
     def to_dict(self) -> dict:
         """The JSON form: ``mAP``, ``per_class_ap`` (``"<id>": float or None``), the three group
         means and ``protocol``; NaN becomes ``None``."""
