@@ -206,8 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except known_errors() as e:  # one clear line, no traceback
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -215,17 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-    """The errors a command reports as one line: bad input (a config key or value, a data file,
-    a feature bank, a missing file) and a training run that cannot go on."""
-    from .configs import ConfigError
-    from .data.errors import AVADataError
-    from .lfb.bank import FeatureBankError
+    """The errors a command reports as one line: every :class:`~stdet.data.errors.StdetError`
+    (bad input: a config key or value, a data file, a feature bank; a fault of the run: a
+    non-finite loss, a full disk) and a missing file."""
+    from .data.errors import StdetError
 
-    errors: list[type[BaseException]] = [AVADataError, ConfigError, FeatureBankError,
-                                         FileNotFoundError]
-    if "stdet.engine.train" in sys.modules:  # only a command that trains can raise it
-        errors.append(sys.modules["stdet.engine.train"].TrainingError)
-    return tuple(errors)
+    return StdetError, FileNotFoundError
 
 
 if __name__ == "__main__":

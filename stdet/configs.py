@@ -28,13 +28,13 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
+from .data.errors import StdetError
 
-class ConfigError(ValueError, KeyError):
+
+class ConfigError(StdetError, ValueError, KeyError):
     """A config that cannot be built: an unknown key or zoo name, a value that does not parse or
     is not allowed. The message names the key and what it accepts (the CLI prints it as one line
     ``error: ...``, exit code 2)."""
-
-    __str__ = BaseException.__str__
 
 
 @functools.cache

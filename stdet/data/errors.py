@@ -1,10 +1,43 @@
-"""Errors raised on bad AVA input: each names the file and, where there is one, the line or key."""
+"""stdet's errors: each is reported by the command line as one line ``error: ...``.
+
+:class:`StdetError` is the base: ``exit_code`` 2 for a mistake in the input (a config value, a
+data file, a checkpoint of another model), 1 for :class:`RunError`, a fault of the run (a
+non-finite loss, a full disk). Every stdet error pickles with its fields, so an error raised in
+a DataLoader worker reaches the main process as the same error, with the same one line.
+"""
 from __future__ import annotations
 
 import os
 
 
-class AVADataError(ValueError):
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class StdetError(Exception):
+    """An error a user can act on; its message is one line that names the file, line or key."""
+
+    exit_code = 2
+
+    def __reduce__(self):
+        # the default (cls, args) would call __init__ with the formatted message only
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+    def __str__(self) -> str:  # a KeyError subclass would otherwise print its message quoted
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class RunError(StdetError, RuntimeError):
+    """A fault of the run, not of its input (exit code 1): the disk filled up, the loss is not
+    finite. The message says what was kept."""
+
+    exit_code = 1
+
+
+class AVADataError(StdetError, ValueError):
     """Malformed or missing AVA input.
 
     The message always starts with the offending path, then ``:LINE`` or ``[KEY]`` where known,

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..configs import Config, ConfigError, config_to_dict, save_config
+from ..data.errors import RunError
 from ..evaluation import AVAEvalResult
 from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
@@ -40,10 +41,8 @@ from .logger import JsonlLogger, read_log
 from .step import PendingSteps, configure_backends, prepare_model, to_device, train_step, use_fused
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunError):
     """Training cannot go on: the loss is not finite (a fault of the run, exit code 1)."""
-
-    exit_code = 1
 
 
 def keep_earlier_log(path: Path) -> Path | None:
