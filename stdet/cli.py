@@ -11,7 +11,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+
+from .data.errors import StdetError
+
+
+class UsageError(StdetError):
+    """A command-line argument that parses but cannot be used (exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too (``error: PROG: ...``, exit 2);
+    ``--help`` prints the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def add_mini_ava_parser(subparsers) -> None:
@@ -40,7 +55,7 @@ def run_mini_ava(args: argparse.Namespace) -> int:
     from .data.mini_ava import MiniAVASpec, generate_mini_ava
 
     if args.seconds < 5:
-        raise SystemExit("mini-ava: --seconds must be at least 5")
+        raise UsageError(f"mini-ava: --seconds must be at least 5, got {args.seconds}")
     spec = MiniAVASpec(train_videos=args.train_videos, val_videos=args.val_videos, seconds=args.seconds,
                        long_term=args.long_term)
     start = time.perf_counter()
@@ -141,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
         try:
             custom = [int(c) for c in args.custom_classes.split(",") if c.strip()]
         except ValueError:
-            raise SystemExit(f"eval: --custom-classes must be integers, got {args.custom_classes!r}")
+            raise UsageError(f"eval: --custom-classes must be integers, got {args.custom_classes!r}") from None
     result = evaluate(args.gt, args.pred, args.label_map, exclude=args.exclude,
                       protocol=args.protocol, custom_classes=custom)
     for warning in result.warnings:
@@ -187,7 +202,7 @@ COMMANDS = {"train": add_train_parser, "test": add_test_parser,
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of command ``only`` (a command's parser may import the
     module it drives, so ``python -m stdet eval`` builds just its own and starts quickly)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m stdet",
         description="Spatio-temporal action detection on AVA: data, models, training, evaluation.")
     from . import __version__
@@ -199,8 +214,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _one_line_warning  # a degraded result is one line too
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:

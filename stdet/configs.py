@@ -23,6 +23,7 @@ import ast
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -45,12 +46,30 @@ def _choices(cls: type) -> dict[str, tuple]:
             if typing.get_origin(hints[f.name]) is Literal}
 
 
+_RULE = re.compile(r"^(>=|>|<=|<) (-?[\d.e-]+)$|^([\[(])(-?[\d.]+), (-?[\d.]+)([\])])$")
+
+
+def _within(value, rule: str) -> bool:
+    """Whether the number ``value`` satisfies ``rule``: ``">= 1"``, ``"> 0"``, ``"[0, 1]"``,
+    ``"[0, 1)"`` (intervals closed at ``[``/``]``, open at ``(``/``)``)."""
+    m = _RULE.match(rule)
+    if m.group(1):
+        op, bound = m.group(1), float(m.group(2))
+        return {">=": value >= bound, ">": value > bound, "<=": value <= bound,
+                "<": value < bound}[op]
+    lo_open, lo, hi, hi_open = m.group(3) == "(", float(m.group(4)), float(m.group(5)), m.group(6) == ")"
+    return (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+
+
 class _Checked:
     """Refuses, when a config dataclass is built, a ``Literal`` field holding a value outside its
-    choices. ``_key`` is where the dataclass sits in a :class:`Config` (``"model.head."``), so the
-    error names the key that ``--cfg-options`` and ``config.json`` use."""
+    choices, and a number outside its range (``_ranges``: field -> rule of :func:`_within`,
+    applied to every element of a tuple). ``_key`` is where the dataclass sits in a
+    :class:`Config` (``"model.head."``), so the error names the key that ``--cfg-options`` and
+    ``config.json`` use."""
 
     _key: ClassVar[str] = ""
+    _ranges: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         for name, allowed in _choices(type(self)).items():
@@ -58,6 +77,16 @@ class _Checked:
             if value not in allowed:
                 raise ConfigError(f"{self._key}{name} must be one of "
                                   f"{', '.join(map(repr, allowed))}; got {value!r}")
+        for name, rule in self._ranges.items():
+            value = getattr(self, name)
+            numbers = value if isinstance(value, tuple) else () if value is None else (value,)
+            for number in numbers:
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise ConfigError(f"{self._key}{name} must be a number, got {value!r}")
+                if not _within(number, rule):
+                    each = " (each)" if isinstance(value, tuple) else ""
+                    bound = f"lie in {rule}" if rule[0] in "[(" else f"be {rule}"
+                    raise ConfigError(f"{self._key}{name} must {bound}{each}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,10 @@ class BackboneConfig(_Checked):
     """SlowOnly or SlowFast (see :mod:`stdet.models.slowfast`)."""
 
     _key: ClassVar[str] = "model.backbone."
+    _ranges: ClassVar[dict[str, str]] = {
+        "depth": ">= 1", "base_channels": ">= 1", "stage_blocks": ">= 1", "spatial_strides": ">= 1",
+        "resample_rate": ">= 1", "speed_ratio": ">= 1", "channel_ratio": ">= 1",
+        "fusion_kernel": ">= 1"}
 
     arch: Literal["slowonly", "slowfast"] = "slowonly"
     depth: int = 50
@@ -87,6 +120,9 @@ class HeadConfig(_Checked):
     feature bank gets the LFB head from ``model.lfb`` alone (:attr:`ModelConfig.shared_head`)."""
 
     _key: ClassVar[str] = "model.head."
+    _ranges: ClassVar[dict[str, str]] = {
+        "num_classes": ">= 2", "roi_size": ">= 1", "dropout": "[0, 1)", "focal_alpha": ">= 0",
+        "focal_gamma": ">= 0", "topk": ">= 1", "num_rois": ">= 1", "pos_iou": "[0, 1]"}
 
     num_classes: int = 81                  # 80 AVA actions + index 0 (not an action)
     roi_size: int = 8                      # RoIAlign output S x S
@@ -106,6 +142,9 @@ class LFBConfig(_Checked):
     """Long-term feature bank and its feature bank operator (FBO)."""
 
     _key: ClassVar[str] = "model.lfb."
+    _ranges: ClassVar[dict[str, str]] = {
+        "window_seconds": ">= 1", "max_per_second": ">= 1", "feature_channels": ">= 1",
+        "latent_channels": ">= 1", "num_layers": ">= 1", "dropout": "[0, 1)"}
 
     fbo: Literal["nl", "avg", "max"] = "nl"
     window_seconds: int = 60               # bank window centred on the keyframe
@@ -143,6 +182,10 @@ class DataConfig(_Checked):
     """Which AVA files and how a clip is sampled and augmented."""
 
     _key: ClassVar[str] = "data."
+    _ranges: ClassVar[dict[str, str]] = {
+        "clip_len": ">= 1", "frame_interval": ">= 1", "train_scale": ">= 1", "crop_size": ">= 1",
+        "test_scale": ">= 1", "flip": "[0, 1]", "person_det_score_thr": "[0, 1]",
+        "max_proposals": ">= 1", "custom_classes": ">= 1", "workers": ">= 0"}
 
     root: str = "data/ava"
     version: Literal["2.1", "2.2"] = "2.1"  # annotation files
@@ -160,14 +203,22 @@ class DataConfig(_Checked):
     # stdet.data.processes); "fork" | "forkserver" | "spawn" force one
     start_method: Literal["auto", "fork", "forkserver", "spawn"] = "auto"
     frame_source: Literal["rawframes", "video"] = "rawframes"   # root/rawframes | root/videos
+    # a keyframe whose frames cannot be read: "raise" stops the run with one line naming the
+    # file; "skip" leaves it out (training takes the next one), counted and reported each epoch
+    on_error: Literal["raise", "skip"] = "raise"
     # decode JPEG frames at 1/2, 1/4 or 1/8 size when the short side stays >= the size the
     # transforms rescale it to (max(train_scale) for training, test_scale for testing)
     reduced_decode: bool = True
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Checked):
     """SGD with the reference learning rate for the reference total batch (linear scaling rule)."""
+
+    _key: ClassVar[str] = "optim."
+    _ranges: ClassVar[dict[str, str]] = {
+        "lr": "> 0", "reference_batch": ">= 1", "momentum": "[0, 1)", "weight_decay": ">= 0",
+        "grad_clip": ">= 0", "batch_per_gpu": ">= 1"}
 
     lr: float = 0.2
     reference_batch: int = 128             # total clips per step the lr was set for
@@ -180,6 +231,15 @@ class OptimConfig:
     # (mmengine's paramwise_cfg custom_keys lr_mult); the first matching prefix wins
     lr_mult: tuple[tuple[str, float], ...] = ()
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for pair in self.lr_mult:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool)
+                    and pair[1] >= 0):
+                raise ConfigError(f"optim.lr_mult must be (name prefix, factor >= 0) pairs, "
+                                  f"got {self.lr_mult!r}")
+
     def scaled_lr(self, total_batch: int) -> float:
         """Learning rate for ``total_batch`` clips per step: ``lr * total_batch / reference_batch``."""
         return self.lr * (total_batch / self.reference_batch)  # exactly lr at the reference batch
@@ -190,6 +250,9 @@ class ScheduleConfig(_Checked):
     """Epochs, linear warmup from ``warmup_ratio * lr``, then step decay or cosine annealing."""
 
     _key: ClassVar[str] = "schedule."
+    _ranges: ClassVar[dict[str, str]] = {
+        "epochs": ">= 1", "milestones": ">= 1", "gamma": "> 0", "warmup_epochs": ">= 0",
+        "warmup_iters": ">= 0", "warmup_ratio": "(0, 1]", "eval_interval": ">= 1"}
 
     epochs: int = 20
     policy: Literal["step", "cosine"] = "step"
@@ -202,9 +265,12 @@ class ScheduleConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
+class RuntimeConfig(_Checked):
     """How the computation runs on the hardware; none of it changes what is computed beyond
     floating-point rounding (bf16 autocast aside). Every switch can be set with ``--cfg-options``."""
+
+    _key: ClassVar[str] = "runtime."
+    _ranges: ClassVar[dict[str, str]] = {"log_interval": ">= 1"}
 
     bf16: bool = True                      # CUDA: autocast the forward to bfloat16 (train, test, LFB)
     channels_last: bool = False            # training: channels_last_3d weights and clips

@@ -310,14 +310,14 @@ def table(scale: str = "full", complexity: bool = True, contains: str = "", prog
     :data:`LFB_BANK_BACKBONE`). ``progress`` shows a progress bar while the models are
     measured."""
     import pandas as pd
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     from .models.complexity import model_complexity
 
     rows = []
     selected = [n for n in table_names() if contains in n]
-    for name in tqdm(selected, desc="measuring models", disable=not (progress and complexity),
-                     leave=False):
+    for name in progress_bar(selected, enabled=progress and complexity, desc="measuring models",
+                             leave=False):
         bank = name == LFB_BANK_CONFIG
         cfg = resolve(f"{name}:{scale}")
         schedule = cfg.schedule

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+import stdet
 import stdet.configs
 from stdet import zoo
 from stdet.cli import main
@@ -58,9 +59,59 @@ def test_every_str_field_is_free_text_or_a_literal():
         "data.version": ("2.1", "2.2"),
         "data.start_method": ("auto", "fork", "forkserver", "spawn"),
         "data.frame_source": ("rawframes", "video"),
+        "data.on_error": ("raise", "skip"),
         "schedule.policy": ("step", "cosine"),
         "scale": ("full", "mini"),
     }
+
+
+def ranged_keys(cls=Config, prefix: str = "") -> set[str]:
+    out = {prefix + name for name in getattr(cls, "_ranges", {})}
+    for f in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[f.name]
+        sub = next((a for a in typing.get_args(kind) or (kind,) if dataclasses.is_dataclass(a)), None)
+        if sub is not None:
+            out |= ranged_keys(sub, f"{prefix}{f.name}.")
+    return out
+
+
+# numbers any value of their type suits; optim.lr_mult's factors are checked by OptimConfig
+UNRANGED = {"published.map", "published.custom_classes_map", "optim.lr_mult"}
+
+
+def test_every_number_has_a_range():
+    numeric = {key for key, kind in leaf_types().items()
+               if any(t in (int, float) for t in (kind, *typing.get_args(kind),
+                                                  *(a for t in typing.get_args(kind)
+                                                    for a in typing.get_args(t))))}
+    assert numeric - UNRANGED - ranged_keys() == set(), "a new number: give it a range in _ranges"
+
+
+@pytest.mark.parametrize("option, message", [
+    ("data.clip_len=0", "data.clip_len must be >= 1, got 0"),
+    ("schedule.epochs=-1", "schedule.epochs must be >= 1, got -1"),
+    ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
+    ("model.head.dropout=1", "model.head.dropout must lie in [0, 1), got 1.0"),
+    ("data.train_scale=(0,320)", "data.train_scale must be >= 1 (each), got (0, 320)"),
+    ("data.person_det_score_thr=1.5", "data.person_det_score_thr must lie in [0, 1], got 1.5"),
+    ("runtime.log_interval=0", "runtime.log_interval must be >= 1, got 0"),
+    ("data.workers=-2", "data.workers must be >= 0, got -2"),
+    ("optim.lr_mult=(('backbone',-1),)",
+     "optim.lr_mult must be (name prefix, factor >= 0) pairs, got (('backbone', -1),)"),
+])
+def test_values_out_of_range_are_refused_when_the_config_is_built(option, message):
+    with pytest.raises(ConfigError) as info:
+        stdet.config("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb", option)
+    assert str(info.value) == message
+
+
+def test_config_json_out_of_range_is_refused(tmp_path):
+    cfg = config_to_dict(stdet.config("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb"))
+    cfg["schedule"]["epochs"] = 0
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="schedule.epochs must be >= 1, got 0"):
+        stdet.config(str(path))
 
 
 @pytest.mark.parametrize("build, message", [

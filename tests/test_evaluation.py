@@ -249,7 +249,10 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data == {"mAP": 0.5, "per_class_ap": {"1": None, "12": 1.0, "17": None, "80": 0.0},
                     "person_movement": 1.0, "object_manipulation": None,
-                    "person_interaction": 0.0, "protocol": "activitynet"}
+                    "person_interaction": 0.0, "protocol": "activitynet",
+                    "checks": {"gt_rows": 2, "duplicate_gt_rows": 0, "result_rows": 1,
+                               "result_videos_not_in_gt": 0, "result_rows_not_in_gt": 0},
+                    "warnings": []}
     assert main(["eval", "--gt", str(files["gt"]), "--pred", str(files["pred"]), "--label-map",
                  str(files["label_map"]), "--protocol", "mmaction2", "--custom-classes", "12,80",
                  "--json", str(out)]) == 0

@@ -4,12 +4,20 @@ An annotation row is ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_i
 coordinates normalised to [0, 1] (AVA v2.1+ has the 8th column, older lists 7). One person at one
 keyframe spans several rows, one per action; rows with the same box at the same keyframe are merged
 into one box with a set of actions (multi-label), as MMAction2 and PySlowFast do.
+
+Every text input of stdet (these CSVs, label maps, the evaluation's ground truth and results) is
+opened with :func:`open_text_lines` and its integer and number fields parsed with
+:func:`parse_int` and :func:`parse_float`, so a BOM, a binary file given by mistake or a digit
+that is not ASCII is handled alike everywhere.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import os
-from collections.abc import Container
+import re
+from collections.abc import Container, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,11 +59,28 @@ class KeyframeBoxes:
         return labels
 
 
+Box = tuple[float, float, float, float]
+
+
 @dataclass
 class _Builder:
-    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """One keyframe's boxes in first-seen order; ``index`` finds a box's row in O(1), so merging
+    the rows of a keyframe is linear in its rows (a crowd keyframe can have thousands)."""
+
+    boxes: list[Box] = field(default_factory=list)
     actions: list[set[int]] = field(default_factory=list)
     entity_ids: list[int] = field(default_factory=list)
+    index: dict[Box, int] = field(default_factory=dict)
+
+    def add(self, box: Box, action: int, entity: int) -> None:
+        """Add one row: a new box keeps the row's person id, a seen box gains the action."""
+        i = self.index.get(box)
+        if i is None:
+            i = self.index[box] = len(self.boxes)
+            self.boxes.append(box)
+            self.actions.append(set())
+            self.entity_ids.append(entity)
+        self.actions[i].add(action)
 
 
 def read_annotations(path: str | os.PathLike,
@@ -71,8 +96,8 @@ def read_annotations(path: str | os.PathLike,
         raise AVADataError(path, "annotation file not found")
     valid_ids = AVA_ACTIONS if valid_ids is None else valid_ids
     builders: dict[KeyframeKey, _Builder] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
+    with open_text_lines(path) as lines:
+        for lineno, row in enumerate(csv.reader(lines), start=1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) not in (7, 8):
@@ -81,24 +106,16 @@ def read_annotations(path: str | os.PathLike,
             video_id = row[0].strip()
             if not video_id:
                 raise AVADataError(path, "empty video id", line=lineno)
-            timestamp = _parse_int(row[1], "timestamp", path, lineno)
-            box = tuple(_parse_float(v, name, path, lineno)
+            timestamp = parse_int(row[1], "timestamp", path, lineno)
+            box = tuple(parse_float(v, name, path, lineno)
                         for v, name in zip(row[2:6], ("x1", "y1", "x2", "y2")))
             check_box(box, path, lineno)
-            action = _parse_int(row[6], "action_id", path, lineno)
+            action = parse_int(row[6], "action_id", path, lineno)
             if action not in valid_ids:
                 raise AVADataError(path, f"action id {action} is not in the label map "
                                    "(pass the full action list for ground truth)", line=lineno)
-            entity = _parse_int(row[7], "person_id", path, lineno) if len(row) == 8 else -1
-            builder = builders.setdefault((video_id, timestamp), _Builder())
-            try:
-                i = builder.boxes.index(box)
-            except ValueError:
-                builder.boxes.append(box)
-                builder.actions.append(set())
-                builder.entity_ids.append(entity)
-                i = len(builder.boxes) - 1
-            builder.actions[i].add(action)
+            entity = parse_int(row[7], "person_id", path, lineno) if len(row) == 8 else -1
+            builders.setdefault((video_id, timestamp), _Builder()).add(box, action, entity)
     return {
         key: KeyframeBoxes(np.asarray(b.boxes, np.float32).reshape(-1, 4),
                            [tuple(sorted(a)) for a in b.actions],
@@ -124,14 +141,14 @@ def read_excluded_timestamps(path: str | os.PathLike) -> set[KeyframeKey]:
     if not path.is_file():
         raise AVADataError(path, "excluded timestamps file not found")
     excluded: set[KeyframeKey] = set()
-    with path.open(newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
+    with open_text_lines(path) as lines:
+        for lineno, row in enumerate(csv.reader(lines), start=1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != 2:
                 raise AVADataError(path, f"expected 2 columns (video_id,timestamp), got {len(row)}",
                                    line=lineno)
-            excluded.add((row[0].strip(), _parse_int(row[1], "timestamp", path, lineno)))
+            excluded.add((row[0].strip(), parse_int(row[1], "timestamp", path, lineno)))
     return excluded
 
 
@@ -143,15 +160,89 @@ def write_annotations(path: str | os.PathLike,
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def _parse_int(value: str, name: str, path: Path, line: int) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise AVADataError(path, f"{name} must be an integer, got {value!r}", line=line) from None
+@contextmanager
+def open_text_lines(path: str | os.PathLike) -> Iterator[Iterator[str]]:
+    """Open a text input: ``with open_text_lines(path) as lines: csv.reader(lines)``.
+
+    UTF-8 with an optional BOM (spreadsheet programs and Notepad write one; it must not become
+    part of the first video id), newlines kept as in the file (``newline=""``, as :mod:`csv`
+    wants). A binary file given by mistake (a pickle, an image, a gzipped CSV) raises
+    :class:`AVADataError` ``PATH: not a text file (...)`` instead of a ``UnicodeDecodeError``:
+    a byte sequence that is not UTF-8, or a NUL byte, makes a file binary.
+    """
+    with Path(path).open(newline="", encoding="utf-8-sig") as f:
+        yield _checked_lines(f, Path(path))
 
 
-def _parse_float(value: str, name: str, path: Path, line: int) -> float:
+def _checked_lines(lines: Iterator[str], path: Path) -> Iterator[str]:
     try:
-        return float(value.strip())
-    except ValueError:
-        raise AVADataError(path, f"{name} must be a number, got {value!r}", line=line) from None
+        for line in lines:
+            if "\0" in line:
+                raise not_a_text_file(path)
+            yield line
+    except UnicodeDecodeError:
+        raise not_a_text_file(path) from None
+
+
+def not_a_text_file(path: str | os.PathLike) -> AVADataError:
+    """The error for a binary file read as text, naming its first byte that is not text."""
+    where = _first_binary_byte(Path(path))
+    if where is None:
+        return AVADataError(path, "not a text file")
+    offset, byte = where
+    return AVADataError(path, f"not a text file (byte 0x{byte:02x} at offset {offset} is not "
+                        "UTF-8 text)")
+
+
+def _first_binary_byte(path: Path, block_size: int = 1 << 20) -> tuple[int, int] | None:
+    """``(offset, byte)`` of the first NUL or byte that does not decode as UTF-8, or None.
+
+    Read block by block (the file may be large); a multi-byte character cut by a block boundary
+    is carried over by the incremental decoder."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as f:
+        while True:
+            block = f.read(block_size)
+            pending = decoder.getstate()[0]
+            candidates = []
+            nul = block.find(b"\0")
+            if nul >= 0:
+                candidates.append(offset + nul)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                candidates.append(offset - len(pending) + e.start)
+            if candidates:
+                bad = min(candidates)
+                return bad, (pending + block)[bad - offset + len(pending)]
+            if not block:
+                return None
+            offset += len(block)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(value: str, name: str, path: str | os.PathLike, line: int) -> int:
+    """An integer CSV field: ASCII digits, an optional sign, spaces around.
+
+    Python's ``int()`` also takes other scripts' digits (``int("٣") == 3``) and underscores
+    (``int("1_0") == 10``); a field like that is a corrupt file, refused with its line."""
+    text = value.strip(" \t")
+    if not (text.isascii() and text.isdigit()) and _INTEGER.fullmatch(text) is None:
+        raise AVADataError(path, f"{name} must be an integer, got {value!r}", line=line)
+    return int(text)
+
+
+def parse_float(value: str, name: str, path: str | os.PathLike, line: int) -> float:
+    """A number CSV field: what ``float()`` reads from ASCII text without underscores (for the
+    same reason as :func:`parse_int`); ``nan`` and ``inf`` pass, for the caller to refuse with
+    a clearer message."""
+    text = value.strip(" \t")
+    if text.isascii() and "_" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise AVADataError(path, f"{name} must be a number, got {value!r}", line=line)

@@ -94,13 +94,18 @@ def read_label_map(path: str | os.PathLike) -> dict[int, str]:
     Returns ``{class_id: name}`` in file order. Raises :class:`AVADataError` naming the line of a
     malformed field, a duplicated id, or an entry that lacks a name or an id.
     """
+    # imported here: annotations imports this module for the action table
+    from .annotations import open_text_lines
+
     path = Path(path)
     if not path.is_file():
         raise AVADataError(path, "label map file not found")
+    with open_text_lines(path) as lines:
+        text = "".join(lines)
     labels: dict[int, str] = {}
     entry: dict[str, str] | None = None
     entry_line = 0
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(text.splitlines(), start=1):
         # Fields may share a line with the braces ("item { name: "x" id: 3 }"): split them apart.
         for token in _split_pbtxt_line(raw, path, lineno):
             if token in ("item {", "label {"):
@@ -122,7 +127,7 @@ def read_label_map(path: str | os.PathLike) -> dict[int, str]:
                         raise AVADataError(path, f"name must be quoted, got {value}", line=lineno)
                     entry.setdefault("name", value[1:-1])
                 elif key in ("id", "label_id"):
-                    if not value.isdigit():
+                    if not (value.isascii() and value.isdigit()):  # int() also takes "٣"
                         raise AVADataError(path, f"{key} must be a positive integer, got {value!r}",
                                            line=lineno)
                     entry["id"] = value

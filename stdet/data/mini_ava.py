@@ -406,17 +406,18 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
             kind = (READ, TEXT)[k % 2] if spec.long_term == "motion" else None
             jobs.append((str(out), video_id, video_seq, spec, videos, kind))
             split_of[video_id] = split
-    from tqdm.auto import tqdm  # here, like PIL: the CLI reads this module at start-up
+    from .._progress import progress_bar  # here, like PIL: the CLI reads this module at start-up
 
     workers = workers or min(2, os.cpu_count() or 1, len(jobs))
     if workers > 1:
         from .processes import worker_context  # a kernel is never forked
 
         with ProcessPoolExecutor(workers, mp_context=worker_context("auto", workers)) as pool:
-            results = list(tqdm(pool.map(_make_video, jobs), total=len(jobs), desc="mini-AVA videos",
-                                disable=not progress))
+            results = list(progress_bar(pool.map(_make_video, jobs), enabled=progress,
+                                        total=len(jobs), desc="mini-AVA videos"))
     else:
-        results = [_make_video(j) for j in tqdm(jobs, desc="mini-AVA videos", disable=not progress)]
+        results = [_make_video(j) for j in progress_bar(jobs, enabled=progress,
+                                                        desc="mini-AVA videos")]
 
     layout = AVALayout(out, "2.2")
     summary = {"seed": seed, "spec": asdict(spec), "classes": CLASS_GROUPS, "splits": {}}

@@ -185,6 +185,21 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
 
+    @property
+    def covers(self) -> bool:
+        """Whether every weight of the model came from the file (unexpected keys aside)."""
+        return not (self.missing or self.mismatched)
+
+    def summary(self, examples: int = 2) -> str:
+        """One line: how many keys are missing, mismatched and unexpected, with examples."""
+        parts = []
+        for title, keys in (("missing", self.missing), ("shape mismatches", self.mismatched),
+                            ("unexpected", self.unexpected)):
+            if keys:
+                more = " ..." if len(keys) > examples else ""
+                parts.append(f"{len(keys)} {title} ({'; '.join(keys[:examples])}{more})")
+        return ", ".join(parts) or f"all {len(self.loaded)} tensors match"
+
     def __str__(self) -> str:
         lines = [f"{self.path}: loaded {len(self.loaded)} tensors"]
         for title, keys in (("missing (kept the model's values)", self.missing),

@@ -2,16 +2,20 @@
 
 DataLoader workers start as :func:`stdet.data.processes.worker_context` says for
 ``data.start_method`` (in a Jupyter kernel, from a forkserver rather than a fork of the kernel).
+Loaders are :class:`AVALoader`: a stdet error in a worker (an unreadable frame, a bad bank) is
+raised in the main process as itself, one line, and keyframes skipped under
+``data.on_error=skip`` are counted across workers.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..configs import Config, LFBConfig
 from ..data.dataset import AVADataset, ava_collate
+from ..data.errors import AVADataError, StdetError
 from ..data.layout import AVALayout
 from ..data.processes import worker_context
 from ..data.transforms import test_transforms, train_transforms
@@ -43,13 +47,18 @@ def build_dataset(cfg: Config, split: str, train: bool | None = None) -> AVAData
         lfb = {"feature_bank": bank, "lfb_window": cfg.model.lfb.window_seconds,
                "lfb_per_second": cfg.model.lfb.max_per_second}
     needed = max(data.train_scale) if train else data.test_scale
-    return AVADataset.from_layout(
+    dataset = AVADataset.from_layout(
         layout_of(cfg), split, train=train, transforms=transforms,
         frame_source=data.frame_source, min_short_side=needed if data.reduced_decode else None,
         clip_len=data.clip_len,
         frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
         custom_classes=data.custom_classes, person_det_score_thr=data.person_det_score_thr,
-        max_proposals=data.max_proposals, **lfb)
+        max_proposals=data.max_proposals, on_error=data.on_error, **lfb)
+    if not len(dataset):
+        raise AVADataError(dataset.ann_file, f"the {split} split has no keyframe to "
+                           f"{'train on' if train else 'score'} (every row excluded, skipped or "
+                           f"without the custom classes, or the file is empty)")
+    return dataset
 
 
 def bank_root(cfg: Config) -> Path:
@@ -64,6 +73,69 @@ def long_term_of(batch: dict, device: torch.device) -> dict:
     if "long_term" not in batch:
         return {}
     return {"long_term": batch["long_term"].to(device, non_blocking=True)}
+
+
+class _Failed:
+    """A stdet error raised while a worker read a sample, carried to the main process as data
+    (DataLoader would re-raise it wrapped in a traceback of the worker)."""
+
+    def __init__(self, error: StdetError) -> None:
+        self.error = error
+
+
+class _Guarded(Dataset):
+    """``dataset`` whose stdet errors come back as :class:`_Failed` samples."""
+
+    def __init__(self, dataset) -> None:
+        self.inner = dataset
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.inner[index]
+        except StdetError as e:
+            return _Failed(e)
+
+
+def _guarded_collate(samples: list):
+    failed = next((s for s in samples if isinstance(s, _Failed)), None)
+    return failed if failed is not None else ava_collate(samples)
+
+
+class AVALoader(DataLoader):
+    """A DataLoader of AVA samples (batched by :func:`ava_collate`) that raises a worker's stdet
+    error in the main process as that error, and keeps in ``skipped`` the keyframes its last
+    pass skipped (``data.on_error=skip``; ``"video,%04d: reason"``, from every worker). A batch
+    whose samples were all skipped is not yielded."""
+
+    def __init__(self, dataset, **kwargs) -> None:
+        super().__init__(_Guarded(dataset), collate_fn=_guarded_collate, **kwargs)
+        self.skipped: list[str] = []
+
+    @property
+    def samples(self):
+        """The dataset the loader reads (``dataset`` is its guarded wrapper)."""
+        return self.dataset.inner
+
+    def __iter__(self):
+        self.skipped = []
+        for batch in super().__iter__():
+            if isinstance(batch, _Failed):
+                raise batch.error
+            self.skipped.extend(batch.pop("skipped", ()))
+            if "clips" in batch:
+                yield batch
+
+
+def report_skipped(skipped: list[str], total: int, what: str) -> str | None:
+    """The warning for keyframes skipped in one pass (None when there were none): how many of
+    ``total`` and the first three with their reason."""
+    if not skipped:
+        return None
+    return (f"{what}: skipped {len(skipped)} of {total} keyframes whose frames could not be "
+            f"read (data.on_error=skip): {'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}")
 
 
 class ShardSampler(Sampler[int]):
@@ -81,15 +153,15 @@ class ShardSampler(Sampler[int]):
 
 
 def train_loader(dataset: AVADataset, batch_size: int, workers: int, info: DistInfo,
-                 seed: int, pin_memory: bool = False, start_method: str = "auto") -> DataLoader:
+                 seed: int, pin_memory: bool = False, start_method: str = "auto") -> AVALoader:
     """Shuffled batches, a different shard per process; call ``reseed(loader, epoch)`` first.
     ``pin_memory`` (for a GPU) lets the clips' copy to the device overlap the step."""
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=ava_collate, generator=torch.Generator(),
-                      persistent_workers=False, drop_last=False, pin_memory=pin_memory,
-                      multiprocessing_context=worker_context(start_method, workers))
+    return AVALoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                     generator=torch.Generator(), persistent_workers=False, drop_last=False,
+                     pin_memory=pin_memory,
+                     multiprocessing_context=worker_context(start_method, workers))
 
 
 def reseed(loader: DataLoader, epoch: int, seed: int) -> None:
@@ -100,8 +172,8 @@ def reseed(loader: DataLoader, epoch: int, seed: int) -> None:
 
 
 def eval_loader(dataset: AVADataset, workers: int, info: DistInfo, batch_size: int = 1,
-                start_method: str = "auto") -> DataLoader:
+                start_method: str = "auto") -> AVALoader:
     """Every sample of this process's shard once, in order."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
-                      num_workers=workers, collate_fn=ava_collate,
-                      multiprocessing_context=worker_context(start_method, workers))
+    return AVALoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
+                     num_workers=workers,
+                     multiprocessing_context=worker_context(start_method, workers))

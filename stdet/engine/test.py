@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 from ..configs import Config
 from ..data.io import atomic_write_text
@@ -41,7 +42,7 @@ def predict_rows(model: nn.Module, loader, device: torch.device, info: DistInfo,
     detector.eval()
     ids = np.asarray(class_ids)
     frames = []
-    for batch in tqdm(loader, desc=desc, disable=not (progress and info.is_main), leave=False):
+    for batch in progress_bar(loader, enabled=progress and info.is_main, desc=desc, leave=False):
         clips = batch["clips"].to(device, non_blocking=True)
         with autocast(device, bf16):
             scores = detector.predict(clips, [p.to(device) for p in batch["proposals"]],
@@ -81,15 +82,18 @@ def predict_split(model: nn.Module, cfg: Config, device: torch.device, info: Dis
                   progress: bool = True) -> Path | None:
     """Score every proposal of ``split`` on every process and write the results CSV ``out``
     (the main process; returns its path there, None elsewhere)."""
-    from .data import build_dataset, eval_loader
+    from .data import build_dataset, eval_loader, report_skipped
 
     dataset = build_dataset(cfg, split, train=False)
     loader = eval_loader(dataset, cfg.data.workers, info, start_method=cfg.data.start_method)
     rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc,
                         bf16=cfg.runtime.bf16, progress=progress)
     shards = gather_objects(rows, info)
+    skipped = [k for part in gather_objects(loader.skipped, info) for k in part]
     if not info.is_main:
         return None
+    if skipped:  # their people get no detections: missed ground truth in the evaluation
+        warnings.warn(report_skipped(skipped, len(dataset), f"{desc} {split}"), stacklevel=2)
     write_results(pd.concat(shards, ignore_index=True), out)
     return Path(out)
 
@@ -115,14 +119,20 @@ def evaluate_split(model: nn.Module, cfg: Config, device: torch.device, info: Di
 
 
 def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
-               verbose: bool = True) -> nn.Module:
+               verbose: bool = True, strict: bool = True) -> nn.Module:
     """The detector of ``cfg`` on ``device`` with the weights of ``checkpoint`` (stdet or
-    MMAction2); a partial match is reported on stderr."""
+    MMAction2). ``strict``: a file that does not cover the model (a weight missing or of
+    another shape: a checkpoint of another config) is refused in one line; otherwise the
+    partial match is reported on stderr. Weights the model has no place for are reported."""
+    from ..data.errors import AVADataError
     from ..models import build_detector
     from .checkpoint import load_checkpoint
 
     model = build_detector(cfg.model).to(device)
     report = load_checkpoint(model, checkpoint)
+    if strict and not report.covers:
+        raise AVADataError(checkpoint, f"does not fit {cfg.name}: {report.summary()}; is it a "
+                           f"checkpoint of another config? (--lenient loads what fits)")
     if verbose and (report.missing or report.unexpected or report.mismatched):
         print(report, file=sys.stderr)
     return model
@@ -130,11 +140,12 @@ def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
 
 def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split: str = "val",
          out: str | os.PathLike | None = None, device: str | None = None,
-         protocol: str = "activitynet", progress: bool = True):
+         protocol: str = "activitynet", progress: bool = True, strict: bool = True):
     """Score ``split`` of ``cfg.data.root`` with ``checkpoint``, write the results CSV ``out``
     (default: ``results.csv`` next to the checkpoint) and evaluate it (frame-mAP@0.5 with
     ``protocol``); returns the :class:`~stdet.evaluation.AVAEvalResult`. Under torchrun every
-    process scores its shard.
+    process scores its shard. ``strict``: refuse a checkpoint that does not cover the model
+    (False loads the weights that fit and reports the rest).
 
     ``checkpoint`` is a file (stdet or MMAction2) or a detector in memory (e.g. an untrained one,
     as a baseline; ``out`` is then required).
@@ -153,7 +164,7 @@ def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split:
             raise ValueError("test(cfg, model): pass out=, the results CSV to write")
         model = checkpoint.to(dev)
     else:
-        model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
+        model = load_model(cfg, checkpoint, dev, verbose=info.is_main, strict=strict)
     out = out or Path(checkpoint).with_name("results.csv")
     return evaluate_split(model, cfg, dev, info, out, split, protocol, desc="test",
                           progress=progress)
@@ -171,6 +182,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--lenient", action="store_true",
+                   help="load the weights that fit when the checkpoint does not cover the model "
+                        "(default: refuse it)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     return p
 
@@ -183,12 +197,13 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.checkpoint).with_name("results.csv"))
     if args.eval:
         result = test(cfg, args.checkpoint, split=args.split, out=out, device=args.device,
-                      protocol=args.protocol)
+                      protocol=args.protocol, strict=not args.lenient)
         if int(os.environ.get("RANK", 0)) == 0:
             print(result.table())
     else:
         info, device = init_distributed(args.device)
-        model = load_model(cfg, args.checkpoint, device, verbose=info.is_main)
+        model = load_model(cfg, args.checkpoint, device, verbose=info.is_main,
+                           strict=not args.lenient)
         predict_split(model, cfg, device, info, out, args.split)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"wrote {out}")

@@ -17,11 +17,13 @@ forkserver instead of a fork of the kernel (:mod:`stdet.engine.data`), with the 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 from ..configs import Config, ConfigError, config_to_dict, save_config
 from ..data.errors import RunError
@@ -223,23 +225,28 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
 
     cfg = zoo.resolve(cfg)
     pretrained_file(cfg)  # before the work dir is touched
-    if cfg.runtime.log_interval < 1:
-        raise ConfigError(f"runtime.log_interval must be >= 1, got {cfg.runtime.log_interval}")
     info, dev = init_distributed(device)
     verbose = progress and info.is_main
     work_dir = Path(work_dir)
     configure_backends(dev, cfg.runtime, deterministic)
     seed_everything(seed + info.rank)
+    model = prepare_model(build_model(cfg, verbose).to(dev), cfg.runtime)
+    ckpt = None
+    if resume:
+        resume_path = work_dir / "latest.pth" if resume in (True, "auto") else Path(resume)
+        ckpt = read_checkpoint(resume_path)
+        changes = check_resume(ckpt, resume_path, cfg, model)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         # the data root as an absolute path: `stdet test WORK/config.json CKPT` reads the same data
         save_config(zoo.resolve(cfg, data_root=os.path.abspath(cfg.data.root)),
                     work_dir / "config.json")
-    if info.is_main and not resume:
-        keep_earlier_log(work_dir / "log.jsonl")
+        if ckpt is None:
+            keep_earlier_log(work_dir / "log.jsonl")
+        else:
+            truncate_log(work_dir / "log.jsonl", ckpt["train_state"])
     logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
 
-    model = prepare_model(build_model(cfg, verbose).to(dev), cfg.runtime)
     dataset = build_dataset(cfg, "train")
     batch = cfg.optim.batch_per_gpu
     loader = train_loader(dataset, batch, cfg.data.workers, info, seed,
@@ -255,16 +262,17 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     scheduler = build_scheduler(optimizer, len(loader), cfg.schedule)
     state = {"epoch": 0, "iteration": 0, "best_map": float("nan"), "best_epoch": None}
 
-    if resume:
-        path = work_dir / "latest.pth" if resume in (True, "auto") else Path(resume)
-        ckpt = read_checkpoint(path)
+    if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["train_state"])
         set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        logger.log(mode="resume", epoch=state["epoch"], step=state["iteration"],
+                   checkpoint=str(resume_path), changes=changes)
         if verbose:
-            print(f"resumed from {path} at epoch {state['epoch']}, iteration {state['iteration']}")
+            print(f"resumed from {resume_path} at epoch {state['epoch']}, iteration "
+                  f"{state['iteration']}" + "".join(f"\n  changed {c}" for c in changes))
 
     ddp = model
     if info.distributed:
@@ -304,6 +312,77 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
                        read_log(work_dir / "log.jsonl"), state["epoch"], state["iteration"],
                        state["best_map"], state["best_epoch"], result)
+
+
+# fields a resumed run may change: where and how it runs, and the schedule from the resumed
+# epoch on (more epochs, other milestones); the model, its data and the optimiser may not
+RESUMABLE_CHANGES = ("data.root", "data.workers", "data.start_method", "data.on_error",
+                     "model.backbone.pretrained", "schedule.", "runtime.", "published.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def check_resume(ckpt: dict, path: Path, cfg: Config, model: nn.Module) -> list[str]:
+    """Refuse, in one line, a resume from a checkpoint that is not this run's: one of another
+    model (its weights do not fit) or whose config differs in a field that changes what is
+    computed, naming the fields and both values. Returns the changes that are allowed
+    (``RESUMABLE_CHANGES``: the schedule, where and how the run goes on) as ``"key: old -> new"``:
+    they apply from the resumed epoch on."""
+    from ..data.errors import AVADataError
+    from .checkpoint import LoadReport, _load_matching
+
+    missing = [k for k in ("state_dict", "optimizer", "scheduler", "train_state", "rng") if k not in ckpt]
+    if missing:
+        raise AVADataError(path, f"not a training checkpoint of stdet (lacks {', '.join(missing)}); "
+                           f"--resume continues a run; to start from these weights use "
+                           f"--cfg-options model.backbone.pretrained={path}")
+    report = LoadReport(str(path))
+    own = model.state_dict()
+    state = ckpt["state_dict"]
+    report.missing = [k for k in own if k not in state]
+    report.unexpected = [k for k in state if k not in own]
+    report.mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                         for k, v in state.items() if k in own and own[k].shape != v.shape]
+    saved = ckpt.get("config", {}) or {}
+    if report.missing or report.unexpected or report.mismatched:
+        raise AVADataError(path, f"cannot resume {cfg.name} from a checkpoint of "
+                           f"{saved.get('name', 'another model')}: {report.summary()}")
+    if not saved:
+        return []
+    old, new = _flatten(saved), _flatten(config_to_dict(cfg))
+    differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changed = [k for k in differ if not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        fields = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+        raise ConfigError(f"--resume: the config differs from the checkpoint's ({path}) in "
+                          f"{fields}{' ...' if len(changed) > 6 else ''}; resume with the "
+                          f"checkpoint's settings, or train in a new work dir")
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ
+            if k.startswith(("schedule.", "runtime.", "data.on_error"))]
+
+
+def truncate_log(path: Path, train_state: dict) -> None:
+    """Drop the records a run wrote after the checkpoint it resumes from (a killed run's
+    iterations of the epoch that is replayed), so no step or validation appears twice."""
+    from ..data.io import atomic_write_text
+    from .logger import read_records
+
+    if not path.is_file():
+        return
+    epoch, step = train_state["epoch"], train_state["iteration"]
+    records = read_records(path)
+    kept = [r for r in records
+            if (r.get("step", 0) <= step if r.get("mode") == "train" else r.get("epoch", 0) <= epoch)]
+    if len(kept) != len(records):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def validate_epoch(run: TrainRun, work_dir: Path) -> AVAEvalResult:
@@ -346,8 +425,8 @@ def train_one_epoch(run: TrainRun, epoch: int) -> bool:
     run.ddp.train()
     pending = PendingSteps()
     end = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
-               disable=not (run.progress and run.info.is_main), leave=False)
+    bar = progress_bar(loader, enabled=run.progress and run.info.is_main,
+                       desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}", leave=False)
     stop = False
     for i, batch in enumerate(bar):
         data_time = time.perf_counter() - end
@@ -367,7 +446,22 @@ def train_one_epoch(run: TrainRun, epoch: int) -> bool:
         end = time.perf_counter()
         if stop:
             break
+    report_epoch_skips(run, epoch)
     return stop
+
+
+def report_epoch_skips(run: TrainRun, epoch: int) -> None:
+    """Keyframes the epoch skipped (``data.on_error=skip``) on every process: logged (mode
+    "skip": how many, the first 20 with their reason) and printed as a warning."""
+    from .data import report_skipped
+
+    skipped = [k for part in gather_objects(run.loader.skipped, run.info) for k in part]
+    if not skipped:
+        return
+    run.logger.log(mode="skip", epoch=epoch + 1, skipped=len(skipped), keyframes=skipped[:20])
+    if run.info.is_main:
+        warnings.warn(report_skipped(skipped, len(run.loader.samples), f"epoch {epoch + 1}"),
+                      stacklevel=2)
 
 
 def _write_pending(pending: PendingSteps, run: TrainRun, bar) -> None:

@@ -18,7 +18,7 @@ from ..data.errors import AVADataError
 from ..data.io import atomic_write_text
 from ..data.labels import OBJECT_MANIPULATION, PERSON_INTERACTION, PERSON_MOVEMENT, action_group, read_label_map
 from .ava_ap import IOU_THRESHOLD, PROTOCOLS, ClassCurves, frame_ap, prefilter
-from .io import FrameKeys, read_box_csv
+from .io import BoxTable, FrameKeys, read_box_csv
 
 GROUP_KEYS = {PERSON_MOVEMENT: "person_movement", OBJECT_MANIPULATION: "object_manipulation",
               PERSON_INTERACTION: "person_interaction"}
@@ -36,7 +36,10 @@ class AVAEvalResult:
     ``per_class``: DataFrame with ``class_id, name, group, ap, num_gt, num_det`` (``ap`` NaN where
     the protocol leaves the class out of the mean); ``map``: mean AP; ``group_map``: the means over
     person movement (ids <= 14), object manipulation (15-63) and person interaction (>= 64);
-    ``curves``: precision/recall per class; ``warnings``: tolerated input problems, counted.
+    ``curves``: precision/recall per class; ``warnings``: tolerated input problems, counted;
+    ``checks``: the counts behind the evaluator's own warnings (``gt_rows``,
+    ``duplicate_gt_rows``, ``result_rows``, ``result_videos_not_in_gt``,
+    ``result_rows_not_in_gt``).
     """
 
     protocol: str
@@ -45,6 +48,7 @@ class AVAEvalResult:
     group_map: dict[str, float]
     curves: dict[int, ClassCurves] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, int] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -54,14 +58,19 @@ class AVAEvalResult:
 
     def to_dict(self) -> dict:
         """The JSON form: ``mAP``, ``per_class_ap`` (``"<id>": float or None``), the three group
-        means and ``protocol``; NaN becomes ``None``."""
+        means, ``protocol``, ``checks`` (the input counts: rows, duplicates, result videos absent
+        from the ground truth) and ``warnings`` (the messages, empty for clean input), so a JSON
+        kept without the log still says whether its numbers came from questionable input;
+        NaN becomes ``None``."""
         def clean(v: float):
             return None if v is None or math.isnan(v) else float(v)
 
-        return {"mAP": clean(self.map),
+        data = {"mAP": clean(self.map),
                 "per_class_ap": {str(int(r.class_id)): clean(r.ap) for r in self.per_class.itertuples()},
                 **{key: clean(self.group_map[key]) for key in GROUP_KEYS.values()},
-                "protocol": self.protocol}
+                "protocol": self.protocol, "checks": dict(self.checks),
+                "warnings": list(self.warnings)}
+        return data
 
     def write_json(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -112,6 +121,8 @@ def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os
     known_videos = set(keys.codes)
     det_table = read_box_csv(pred, keys, scores=True, prefilter=prefilter(protocol, class_ids))
     warnings = gt_table.warnings + det_table.warnings
+    checks = _check_ground_truth(gt_table, keys, warnings)
+    checks.update(_check_results(det_table, keys, len(known_videos), protocol, warnings))
     excluded_keys = np.zeros(0, np.int64)
     if exclude is not None:
         excluded = read_excluded_timestamps(exclude)
@@ -133,4 +144,47 @@ def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os
     group_map = {key: _nanmean(per_class.loc[per_class["group"] == key, "ap"])
                  for key in GROUP_KEYS.values()}
     return AVAEvalResult(protocol, per_class, _nanmean(per_class["ap"]), group_map,
-                         result.curves, warnings)
+                         result.curves, warnings, checks)
+
+
+def _check_ground_truth(gt: BoxTable, keys: FrameKeys, warnings: list[str]) -> dict[str, int]:
+    """Count ground-truth rows that repeat an earlier row (keyframe, box, action, person id).
+
+    The numbers are left as the references make them: each copy is one more ground-truth box,
+    and since a detection is compared with the first of its equal-IoU boxes only, no detection
+    can ever match a copy; it only lowers its class's recall."""
+    columns = {"frame": gt.frame, "action": gt.labels, "extra": gt.scores,
+               **{f"b{i}": gt.boxes[:, i] for i in range(4)}}
+    duplicated = np.flatnonzero(pd.DataFrame(columns).duplicated().to_numpy())
+    if duplicated.size:
+        videos, timestamps = keys.decode(gt.frame[duplicated[:1]])
+        warnings.append(
+            f"{gt.path}: {duplicated.size} duplicate rows (the keyframe, box, action and person "
+            f"id of an earlier row; e.g. {videos[0]},{int(timestamps[0]):04d} action "
+            f"{int(gt.labels[duplicated[0]])}): each copy counts as one more ground-truth box, "
+            "as in the reference evaluators, that no detection can match, lowering the recall")
+    return {"gt_rows": len(gt), "duplicate_gt_rows": int(duplicated.size)}
+
+
+def _check_results(det: BoxTable, keys: FrameKeys, gt_videos: int, protocol: str,
+                   warnings: list[str]) -> dict[str, int]:
+    """Count the result rows and those of videos the ground truth does not have (the video
+    codes from ``gt_videos`` on were first met in the results)."""
+    rows = int(det.rows_per_video.sum())
+    if rows == 0:
+        warnings.append(f"{det.path}: no result rows: " + (
+            "every class with ground truth gets AP 0" if protocol == "activitynet" else
+            "no class gets an AP (the mmaction2 protocol leaves classes without detections out)"))
+    alien = det.rows_per_video[gt_videos:]
+    alien_codes = gt_videos + np.flatnonzero(alien)
+    alien_rows = int(alien.sum())
+    if alien_rows:
+        names = sorted(keys.codes, key=keys.codes.get)
+        examples = ", ".join(names[c] for c in alien_codes[:3])
+        fate = ("of evaluated classes count as false positives" if protocol == "activitynet"
+                else "are ignored (mmaction2 protocol)")
+        warnings.append(
+            f"{det.path}: {alien_rows} result rows of {alien_codes.size} videos not in the ground "
+            f"truth (e.g. {examples}): wrong files or video ids? Those rows {fate}")
+    return {"result_rows": rows, "result_videos_not_in_gt": int(alien_codes.size),
+            "result_rows_not_in_gt": alien_rows}

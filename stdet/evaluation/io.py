@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.annotations import not_a_text_file, open_text_lines, parse_float, parse_int
 from ..data.errors import AVADataError
 
 COLUMNS = ["video", "timestamp", "x1", "y1", "x2", "y2", "action", "extra"]
@@ -74,13 +75,16 @@ class BoxTable:
     order: np.ndarray
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    rows_per_video: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Rows of the source per video code (:class:`FrameKeys`), counted before any prefilter or
+    :meth:`take`: what the file holds, for checks such as results of videos without ground truth."""
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def take(self, index: np.ndarray) -> "BoxTable":
         return BoxTable(self.frame[index], self.boxes[index], self.labels[index], self.scores[index],
-                        self.order[index], self.path, self.warnings)
+                        self.order[index], self.path, self.warnings, self.rows_per_video)
 
     @classmethod
     def from_rows(cls, rows, keys: FrameKeys) -> "BoxTable":
@@ -120,9 +124,10 @@ class BoxTable:
             raise ValueError(f"rows lack the columns {missing}")
         n = len(rows)
         scores = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(n)
-        return cls(keys.encode(rows["video"].to_numpy(), rows["timestamp"].to_numpy()),
-                   rows[COLUMNS[2:6]].to_numpy(np.float64).reshape(n, 4),
-                   rows["action"].to_numpy(np.int64), scores, np.arange(n, dtype=np.int64))
+        frame = keys.encode(rows["video"].to_numpy(), rows["timestamp"].to_numpy())
+        return cls(frame, rows[COLUMNS[2:6]].to_numpy(np.float64).reshape(n, 4),
+                   rows["action"].to_numpy(np.int64), scores, np.arange(n, dtype=np.int64),
+                   rows_per_video=_rows_per_video(np.zeros(0, np.int64), frame))
 
     @classmethod
     def empty(cls, path: Path | None = None) -> "BoxTable":
@@ -130,9 +135,16 @@ class BoxTable:
                    np.zeros(0, np.int64), path)
 
 
+def _rows_per_video(counts: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """``counts`` (rows per video code) plus the rows of the keys ``frame``."""
+    new = np.bincount(frame >> _TS_BITS, minlength=len(counts)).astype(np.int64)
+    new[:len(counts)] += counts
+    return new
+
+
 def _count_columns(path: Path) -> int:
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
+    with open_text_lines(path) as lines:
+        for row in csv.reader(lines):
             if row:
                 return len(row)
     return 0
@@ -141,8 +153,8 @@ def _count_columns(path: Path) -> int:
 def _locate_error(path: Path, ncols: int, first_line: int, last_line: int, score: bool) -> AVADataError:
     """Re-read lines ``first_line..last_line`` (1-based) one by one and describe the first bad one."""
     names = COLUMNS[:7] + ["score" if score else "person_id"]
-    with path.open(newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
+    with open_text_lines(path) as lines:
+        for lineno, row in enumerate(csv.reader(lines), start=1):
             if lineno < first_line:
                 continue
             if lineno > last_line:
@@ -151,12 +163,11 @@ def _locate_error(path: Path, ncols: int, first_line: int, last_line: int, score
                 return AVADataError(path, f"expected {ncols} columns like the first row, got "
                                     f"{len(row)}", line=lineno)
             for name, value in zip(names[1:], row[1:]):
-                integer = name in ("timestamp", "action")
+                parse = parse_int if name in ("timestamp", "action") else parse_float
                 try:
-                    number = int(value) if integer else float(value)
-                except ValueError:
-                    kind = "an integer" if integer else "a number"
-                    return AVADataError(path, f"{name} must be {kind}, got {value!r}", line=lineno)
+                    number = parse(value, name, path, lineno)
+                except AVADataError as error:
+                    return error
                 if not np.isfinite(number):
                     return AVADataError(path, f"{name} is not finite: {value!r}", line=lineno)
     return AVADataError(path, f"cannot parse lines {first_line}-{last_line}")
@@ -187,10 +198,11 @@ def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool,
               "x2": np.float64, "y2": np.float64, "action": np.int64, "extra": np.float64}
     parts: list[BoxTable] = []
     warnings: dict[str, int] = {}
+    rows_per_video = np.zeros(0, np.int64)
     first_line = 1
     try:
         reader = pd.read_csv(path, header=None, names=names, dtype={n: dtypes[n] for n in names},
-                             chunksize=CHUNK_ROWS, engine="c",
+                             chunksize=CHUNK_ROWS, engine="c", encoding="utf-8-sig",
                              skip_blank_lines=True, na_filter=True)
         chunks = iter(reader)
         while True:
@@ -198,12 +210,15 @@ def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool,
                 chunk = next(chunks)
             except StopIteration:
                 break
+            except UnicodeDecodeError:  # a ValueError too: test it first
+                raise not_a_text_file(path) from None
             except (ValueError, pd.errors.ParserError):
                 raise _locate_error(path, ncols, first_line, first_line + CHUNK_ROWS + 64,
                                     scores) from None
             last_line = first_line + len(chunk) - 1
             part = _check_chunk(chunk, path, keys, ncols, scores, first_line, last_line, warnings,
                                 first_line - 1)
+            rows_per_video = _rows_per_video(rows_per_video, part.frame)
             parts.append(part)
             if prefilter is not None and len(parts) > 1:  # a file of one chunk is used as it is
                 if len(parts) == 2:
@@ -212,8 +227,11 @@ def read_box_csv(path: str | os.PathLike, keys: FrameKeys, *, scores: bool,
             first_line = last_line + 1
     except pd.errors.EmptyDataError:
         return BoxTable.empty(path)
+    except UnicodeDecodeError:  # raised by read_csv itself when the first block is not UTF-8
+        raise not_a_text_file(path) from None
     table = BoxTable(*(np.concatenate([getattr(p, f) for p in parts])
-                       for f in ("frame", "boxes", "labels", "scores", "order")), path=path)
+                       for f in ("frame", "boxes", "labels", "scores", "order")), path=path,
+                     rows_per_video=rows_per_video)
     table.warnings = [f"{path}: {n} {what}" for what, n in warnings.items()]
     return table
 
@@ -228,6 +246,8 @@ def _check_chunk(chunk: pd.DataFrame, path: Path, keys: FrameKeys, ncols: int, s
     # the 8th column of ground truth (the person id) is read as a score too, as the reference
     # readers do: it orders a keyframe's boxes, which decides ties of equal IoU
     score = chunk["extra"].to_numpy(np.float64) if ncols == 8 else np.ones(len(chunk))
+    if any("\0" in video for video in chunk["video"].cat.categories):  # pandas reads NUL as text
+        raise not_a_text_file(path)
     bad = ~np.isfinite(numeric).all(axis=1) | ~np.isfinite(score) | chunk["video"].isna().to_numpy()
     if bad.any():  # an empty field (NaN) or a short row
         raise _locate_error(path, ncols, first_line, last_line, scores)
