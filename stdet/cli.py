@@ -87,8 +87,10 @@ def run_zoo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import zoo
-    from .data.io import atomic_write_text
+    from .data.io import atomic_write_text, check_file_target
 
+    if args.csv:
+        check_file_target(args.csv)
     df = zoo.table(args.scale, complexity=not args.no_complexity, contains=args.filter,
                    progress=True)
     if args.csv:
@@ -114,8 +116,10 @@ def add_convert_parser(subparsers) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from .data.io import check_file_target
     from .engine.checkpoint import convert_checkpoint, load_checkpoint
 
+    check_file_target(args.out)  # OUT a directory: say so before reading or checking anything
     if args.config:
         from . import zoo
         from .models import build_detector
@@ -149,8 +153,11 @@ def add_eval_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from .data.io import check_file_target
     from .evaluation import evaluate
 
+    if args.json:
+        check_file_target(args.json)  # before the evaluation, not after it
     custom = None
     if args.custom_classes:
         try:

@@ -16,7 +16,7 @@ import pytest
 import stdet.evaluation.io as eval_io
 from stdet.cli import main
 from stdet.data import (AVADataError, read_annotations, read_excluded_timestamps, read_label_map)
-from stdet.data.annotations import _first_binary_byte
+from stdet.data.io import _first_binary_byte
 from stdet.evaluation import FrameKeys, evaluate, read_box_csv
 
 BOM = codecs.BOM_UTF8

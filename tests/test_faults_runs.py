@@ -16,6 +16,7 @@ import stdet
 from stdet import zoo
 from stdet.data.dataset import AVADataset
 from stdet.data.errors import FrameReadError
+from stdet.data.io import work_dir_lock
 from stdet.data.layout import AVALayout
 from stdet.engine.checkpoint import save_checkpoint
 from stdet.engine.logger import read_records
@@ -253,6 +254,18 @@ def test_resume_from_weights_only_is_one_line(root, tmp_path):
                     "--device", "cpu", "--resume", str(ckpt), "--cfg-options", "data.workers=0",
                     *TINY)
     assert_one_error_line(run, 2, "not a training checkpoint", "model.backbone.pretrained=")
+
+
+def test_one_work_dir_one_training(root, tmp_path):
+    work = tmp_path / "w"
+    argv = ["train", SLOWONLY, "--work-dir", str(work), "--data-root", str(root), "--device", "cpu",
+            "--cfg-options", "data.workers=0", *TINY]
+    with work_dir_lock(work, "train"):  # a training running in it
+        run = stdet_cli(*argv)
+        assert_one_error_line(run, 2, str(work), f"in use by pid {os.getpid()} (train)")
+        assert sorted(p.name for p in work.iterdir()) == [".stdet.lock"]
+    assert stdet_cli(*argv).returncode == 0
+    assert not (work / ".stdet.lock").exists()
 
 
 # ------------------------------------------------------------------------------------------------

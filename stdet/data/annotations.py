@@ -6,25 +6,23 @@ keyframe spans several rows, one per action; rows with the same box at the same 
 into one box with a set of actions (multi-label), as MMAction2 and PySlowFast do.
 
 Every text input of stdet (these CSVs, label maps, the evaluation's ground truth and results) is
-opened with :func:`open_text_lines` and its integer and number fields parsed with
+opened with :func:`~stdet.data.io.open_text_lines` and its integer and number fields parsed with
 :func:`parse_int` and :func:`parse_float`, so a BOM, a binary file given by mistake or a digit
 that is not ASCII is handled alike everywhere.
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import os
 import re
-from collections.abc import Container, Iterator
-from contextlib import contextmanager
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import AVADataError
-from .io import atomic_write_text
+from .io import atomic_write_text, open_text_lines
 from .labels import AVA_ACTIONS
 
 KeyframeKey = tuple[str, int]  # (video_id, timestamp in seconds)
@@ -158,67 +156,6 @@ def write_annotations(path: str | os.PathLike,
     lines = [f"{v},{t:04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{a},{e}"
              for v, t, x1, y1, x2, y2, a, e in rows]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
-@contextmanager
-def open_text_lines(path: str | os.PathLike) -> Iterator[Iterator[str]]:
-    """Open a text input: ``with open_text_lines(path) as lines: csv.reader(lines)``.
-
-    UTF-8 with an optional BOM (spreadsheet programs and Notepad write one; it must not become
-    part of the first video id), newlines kept as in the file (``newline=""``, as :mod:`csv`
-    wants). A binary file given by mistake (a pickle, an image, a gzipped CSV) raises
-    :class:`AVADataError` ``PATH: not a text file (...)`` instead of a ``UnicodeDecodeError``:
-    a byte sequence that is not UTF-8, or a NUL byte, makes a file binary.
-    """
-    with Path(path).open(newline="", encoding="utf-8-sig") as f:
-        yield _checked_lines(f, Path(path))
-
-
-def _checked_lines(lines: Iterator[str], path: Path) -> Iterator[str]:
-    try:
-        for line in lines:
-            if "\0" in line:
-                raise not_a_text_file(path)
-            yield line
-    except UnicodeDecodeError:
-        raise not_a_text_file(path) from None
-
-
-def not_a_text_file(path: str | os.PathLike) -> AVADataError:
-    """The error for a binary file read as text, naming its first byte that is not text."""
-    where = _first_binary_byte(Path(path))
-    if where is None:
-        return AVADataError(path, "not a text file")
-    offset, byte = where
-    return AVADataError(path, f"not a text file (byte 0x{byte:02x} at offset {offset} is not "
-                        "UTF-8 text)")
-
-
-def _first_binary_byte(path: Path, block_size: int = 1 << 20) -> tuple[int, int] | None:
-    """``(offset, byte)`` of the first NUL or byte that does not decode as UTF-8, or None.
-
-    Read block by block (the file may be large); a multi-byte character cut by a block boundary
-    is carried over by the incremental decoder."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with path.open("rb") as f:
-        while True:
-            block = f.read(block_size)
-            pending = decoder.getstate()[0]
-            candidates = []
-            nul = block.find(b"\0")
-            if nul >= 0:
-                candidates.append(offset + nul)
-            try:
-                decoder.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                candidates.append(offset - len(pending) + e.start)
-            if candidates:
-                bad = min(candidates)
-                return bad, (pending + block)[bad - offset + len(pending)]
-            if not block:
-                return None
-            offset += len(block)
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -59,3 +59,21 @@ class AVADataError(StdetError, ValueError):
 
 class FrameReadError(AVADataError):
     """A frame that cannot be read: missing, corrupt, or outside the video."""
+
+
+class WriteError(RunError, OSError):
+    """A file could not be written (a full disk, a lost mount): a fault of the run, exit code 1.
+
+    The message names the file, the OS error and whether an earlier file at that path is intact.
+    It is an ``OSError`` too, so code that handles failed writes as ``OSError`` still does.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        # OSError's memory layout: RuntimeError.__new__, first in the MRO, refuses to build one
+        # (the pickling of StdetError calls cls.__new__(cls))
+        return OSError.__new__(cls, *args)
+
+
+class WorkDirBusyError(StdetError):
+    """Another process holds the lock of a work or bank directory; the message names its pid and
+    command."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import AVADataError
-from .io import atomic_write_text
+from .io import atomic_write_text, open_text_lines
 
 PERSON_MOVEMENT = "PERSON_MOVEMENT"
 OBJECT_MANIPULATION = "OBJECT_MANIPULATION"
@@ -95,7 +95,6 @@ def read_label_map(path: str | os.PathLike) -> dict[int, str]:
     malformed field, a duplicated id, or an entry that lacks a name or an id.
     """
     # imported here: annotations imports this module for the action table
-    from .annotations import open_text_lines
 
     path = Path(path)
     if not path.is_file():

@@ -98,6 +98,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise AVADataError(path, "checkpoint not found")
     data = path.read_bytes()
+    if not data.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or a legacy pickle
+        raise AVADataError(path, "not a PyTorch checkpoint (neither torch.save's zip archive nor "
+                           "a pickle)")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -235,7 +238,18 @@ def _load_matching(module: nn.Module, state: dict[str, Tensor], path, prefix: st
                    strict: bool = False) -> LoadReport:
     """Load the tensors of ``state`` whose name and shape ``module`` has; report the rest (names
     shown with ``prefix``)."""
-    own = module.state_dict()
+    report, usable = match_state(module.state_dict(), state, path, prefix)
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise KeyError(str(report))
+    module.load_state_dict(usable, strict=False)
+    return report
+
+
+def match_state(own: dict[str, Tensor], state: dict[str, Tensor], path,
+                prefix: str = "") -> tuple[LoadReport, dict[str, Tensor]]:
+    """Which tensors of ``state`` fit a model whose state dict is ``own`` (same name and shape):
+    the report of what fits and what does not (names shown with ``prefix``), and the fitting
+    tensors."""
     report = LoadReport(str(path))
     usable = {}
     for key, value in state.items():
@@ -248,10 +262,7 @@ def _load_matching(module: nn.Module, state: dict[str, Tensor], path, prefix: st
             usable[key] = value
     report.missing = [prefix + k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
     report.loaded = sorted(prefix + k for k in usable)
-    if strict and (report.missing or report.unexpected or report.mismatched):
-        raise KeyError(str(report))
-    module.load_state_dict(usable, strict=False)
-    return report
+    return report, usable
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, Tensor],

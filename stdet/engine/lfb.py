@@ -9,22 +9,30 @@ keeps one feature per proposal: its RoI feature map averaged over time and max-p
 
 Extraction is resumable and works under torchrun: each process writes shards of its keyframes
 every ``--shard-size`` keyframes; a rerun skips the keyframes already in a shard; when every
-process is done, the first one merges the shards into the bank.
+process is done, the first one merges the shards into the bank. Every shard records what
+produced it (:func:`bank_identity`: hashes of the checkpoint and of the model's config), and a
+rerun with another checkpoint or config is refused instead of mixing two models' features. One
+extraction per split and bank directory runs at a time (a lock file ``OUT/.stdet.lfb_S.lock``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
-from ..configs import Config
+from .._progress import progress_bar
+from ..configs import Config, config_to_dict
 from ..lfb.bank import BankWriter, FeatureBank, bank_nbytes, merge_shards
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import (DistInfo, barrier, cleanup, gather_objects, init_distributed,
+                          main_process_lock)
 from .step import autocast
 
 
@@ -42,14 +50,14 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
     """Write the features of this process's share of ``dataset``'s keyframes that ``writer``
     does not hold yet; returns how many keyframes were written."""
     from ..models.detector import boxes_to_rois
-    from .data import eval_loader
+    from .data import eval_loader, report_skipped
 
     model.eval()
     todo = [i for i, key in enumerate(dataset.keys) if key not in writer.done]
     # this process's share
     loader = eval_loader(Subset(dataset, todo), workers, info, start_method=start_method)
     written = 0
-    for batch in tqdm(loader, desc=desc, disable=not (progress and info.is_main), leave=False):
+    for batch in progress_bar(loader, enabled=progress and info.is_main, desc=desc, leave=False):
         meta, proposals = batch["meta"][0], batch["proposals"][0]
         features = proposals.new_zeros((0, writer.channels))
         if len(proposals):
@@ -59,7 +67,52 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
         writer.add(meta["video_id"], int(meta["timestamp"]), features.float().cpu().numpy())
         written += 1
     writer.close()
+    skipped = [k for part in gather_objects(loader.skipped, info) for k in part]
+    if skipped and info.is_main:  # the bank holds no feature of these keyframes
+        warnings.warn(report_skipped(skipped, len(dataset), desc), stacklevel=2)
     return written
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks (a checkpoint may be hundreds of MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# config keys that do not change a bank's features: where the data is, how it is loaded, the
+# runtime switches, and the names (a config.json copy of the same model is the same model)
+_NOT_IN_IDENTITY = {"data": ("root", "workers", "start_method"), "runtime": None, "name": None,
+                    "published": None}
+
+
+def config_sha256(cfg: Config) -> str:
+    """The sha256 of the bank model's config as sorted JSON, without :data:`_NOT_IN_IDENTITY`."""
+    data = config_to_dict(cfg)
+    for key, subkeys in _NOT_IN_IDENTITY.items():
+        if subkeys is None:
+            data.pop(key, None)
+        else:
+            for sub in subkeys:
+                data.get(key, {}).pop(sub, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def bank_identity(cfg: Config, checkpoint: str | os.PathLike) -> dict:
+    """What produces a bank's features: the first 16 hex digits of the sha256 of the checkpoint
+    file and of the bank model's config (:func:`config_sha256`). Stored in every shard; a
+    resumed extraction must match it."""
+    return {"checkpoint_sha256": file_sha256(checkpoint)[:16],
+            "config_sha256": config_sha256(cfg)[:16]}
+
+
+def bank_lock(out: Path, split: str, info: DistInfo) -> contextlib.AbstractContextManager:
+    """The lock of ``split``'s bank in ``out`` (``OUT/.stdet.lfb_S.lock``: the train and val
+    banks of one directory can be extracted at once), see :func:`main_process_lock`."""
+    return main_process_lock(out, f"extract-lfb --split {split}", info,
+                             name=f".stdet.lfb_{split}.lock", advice="wait for it or use another --out")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -111,29 +164,16 @@ def extract_lfb(cfg: Config | str, checkpoint: str | os.PathLike, split: str, *,
     ...     bank = stdet.extract_lfb(cfg, "work_dirs/slowonly_mini/best.pth", split)
     """
     from .. import zoo
-    from .data import bank_root, build_dataset
-    from .test import load_model
+    from .data import bank_root
 
     cfg = zoo.resolve(cfg)
     out = Path(out) if out else bank_root(cfg)
     cfg = zoo.bank_model(cfg)
     info, dev = init_distributed(device)
     try:
-        model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
-        dataset = build_dataset(cfg, split, train=False)
-        writer = BankWriter(out, split, int(model.backbone.feature_channels),
-                            "float16" if half else "float32", rank=info.rank,
-                            shard_size=shard_size)
-        skipped = len(writer.done)
-        barrier(info)  # every process has read the same shards before any writes a new one
-        written = extract(model, dataset, writer, dev, info, cfg.data.workers, desc=f"lfb {split}",
-                          bf16=cfg.runtime.bf16, start_method=cfg.data.start_method,
-                          progress=progress)
-        barrier(info)
-        bank = merge_shards(out, split) if info.is_main else None
-        barrier(info)
-        if not info.is_main:
-            bank = FeatureBank.load(out, split)
+        with bank_lock(out, split, info):
+            bank, written, skipped = _extract_split(cfg, checkpoint, split, out, half, shard_size,
+                                                    dev, info, progress)
     finally:
         cleanup(info)
     if progress and info.is_main:
@@ -143,6 +183,30 @@ def extract_lfb(cfg: Config | str, checkpoint: str | os.PathLike, split: str, *,
               f"bank {bank.path_npy}: {bank.num_rows} features x {bank.channels} "
               f"({bank.dtype.name}, {size / 2**20:.1f} MiB)")
     return bank
+
+
+def _extract_split(cfg: Config, checkpoint, split: str, out: Path, half: bool, shard_size: int,
+                   dev: torch.device, info: DistInfo, progress: bool) -> tuple[FeatureBank, int, int]:
+    """The body of :func:`extract_lfb` under the bank's lock: ``(bank, written, kept)``."""
+    from .data import build_dataset
+    from .test import load_model
+
+    model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
+    dataset = build_dataset(cfg, split, train=False)
+    writer = BankWriter(out, split, int(model.backbone.feature_channels),
+                        "float16" if half else "float32", rank=info.rank, shard_size=shard_size,
+                        identity=bank_identity(cfg, checkpoint))
+    skipped = len(writer.done)
+    barrier(info)  # every process has read the same shards before any writes a new one
+    written = extract(model, dataset, writer, dev, info, cfg.data.workers, desc=f"lfb {split}",
+                      bf16=cfg.runtime.bf16, start_method=cfg.data.start_method,
+                      progress=progress)
+    barrier(info)
+    bank = merge_shards(out, split) if info.is_main else None
+    barrier(info)
+    if not info.is_main:
+        bank = FeatureBank.load(out, split)
+    return bank, written, skipped
 
 
 def run(args: argparse.Namespace) -> int:

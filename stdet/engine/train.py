@@ -17,6 +17,7 @@ forkserver instead of a fork of the kernel (:mod:`stdet.engine.data`), with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,12 +34,13 @@ import torch
 from torch import nn
 from .._progress import progress_bar
 
-from ..configs import Config, ConfigError, config_to_dict, save_config
+from ..configs import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from ..data.errors import RunError
 from ..evaluation import AVAEvalResult
 from .checkpoint import init_backbone, read_checkpoint, save_checkpoint
 from .data import long_term_of
-from .distributed import DistInfo, barrier, broadcast_buffers, cleanup, gather_objects, init_distributed
+from .distributed import (DistInfo, barrier, broadcast_buffers, cleanup, gather_objects,
+                          init_distributed, main_process_lock)
 from .logger import JsonlLogger, read_log
 from .step import PendingSteps, configure_backends, prepare_model, to_device, train_step, use_fused
 
@@ -226,92 +228,98 @@ def train(cfg: Config | str, work_dir: str | os.PathLike, *, validate: bool = Tr
     cfg = zoo.resolve(cfg)
     pretrained_file(cfg)  # before the work dir is touched
     info, dev = init_distributed(device)
-    verbose = progress and info.is_main
     work_dir = Path(work_dir)
-    configure_backends(dev, cfg.runtime, deterministic)
-    seed_everything(seed + info.rank)
-    model = prepare_model(build_model(cfg, verbose).to(dev), cfg.runtime)
-    ckpt = None
-    if resume:
-        resume_path = work_dir / "latest.pth" if resume in (True, "auto") else Path(resume)
-        ckpt = read_checkpoint(resume_path)
-        changes = check_resume(ckpt, resume_path, cfg, model)
-    if info.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        # the data root as an absolute path: `stdet test WORK/config.json CKPT` reads the same data
-        save_config(zoo.resolve(cfg, data_root=os.path.abspath(cfg.data.root)),
-                    work_dir / "config.json")
-        if ckpt is None:
-            keep_earlier_log(work_dir / "log.jsonl")
-        else:
-            truncate_log(work_dir / "log.jsonl", ckpt["train_state"])
-    logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup, info)
+        # one run per work dir: a second one would interleave checkpoints and logs
+        stack.enter_context(main_process_lock(work_dir, "train", info))
+        verbose = progress and info.is_main
+        configure_backends(dev, cfg.runtime, deterministic)
+        seed_everything(seed + info.rank)
+        model = prepare_model(build_model(cfg, verbose).to(dev), cfg.runtime)
+        ckpt = None
+        if resume:
+            resume_path = work_dir / "latest.pth" if resume in (True, "auto") else Path(resume)
+            ckpt = read_checkpoint(resume_path)
+            changes = check_resume(ckpt, resume_path, cfg, model)
+        if info.is_main:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            # the data root as an absolute path: `stdet test WORK/config.json CKPT` reads the
+            # same data
+            save_config(zoo.resolve(cfg, data_root=os.path.abspath(cfg.data.root)),
+                        work_dir / "config.json")
+            if ckpt is None:
+                keep_earlier_log(work_dir / "log.jsonl")
+            else:
+                truncate_log(work_dir / "log.jsonl", ckpt["train_state"])
+        logger = JsonlLogger(work_dir / "log.jsonl" if info.is_main else None)
 
-    dataset = build_dataset(cfg, "train")
-    batch = cfg.optim.batch_per_gpu
-    loader = train_loader(dataset, batch, cfg.data.workers, info, seed,
-                          pin_memory=dev.type == "cuda", start_method=cfg.data.start_method)
-    global_batch = batch * info.world_size
-    lr = cfg.optim.scaled_lr(global_batch)
-    if verbose:
-        print(f"{cfg.name}: {len(dataset)} training keyframes, {len(loader)} iterations an epoch")
-        print(f"lr {cfg.optim.lr:g} for {cfg.optim.reference_batch} clips a step (linear scaling "
-              f"rule) -> {lr:g} for {global_batch} ({info.world_size} process"
-              f"{'es' if info.world_size > 1 else ''} x {batch})")
-    optimizer = build_optimizer(model, cfg.optim, lr, fused=use_fused(model, cfg.runtime))
-    scheduler = build_scheduler(optimizer, len(loader), cfg.schedule)
-    state = {"epoch": 0, "iteration": 0, "best_map": float("nan"), "best_epoch": None}
-
-    if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state.update(ckpt["train_state"])
-        set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        logger.log(mode="resume", epoch=state["epoch"], step=state["iteration"],
-                   checkpoint=str(resume_path), changes=changes)
+        dataset = build_dataset(cfg, "train")
+        batch = cfg.optim.batch_per_gpu
+        loader = train_loader(dataset, batch, cfg.data.workers, info, seed,
+                              pin_memory=dev.type == "cuda", start_method=cfg.data.start_method)
+        global_batch = batch * info.world_size
+        lr = cfg.optim.scaled_lr(global_batch)
         if verbose:
-            print(f"resumed from {resume_path} at epoch {state['epoch']}, iteration "
-                  f"{state['iteration']}" + "".join(f"\n  changed {c}" for c in changes))
+            print(f"{cfg.name}: {len(dataset)} training keyframes, {len(loader)} iterations "
+                  f"an epoch")
+            print(f"lr {cfg.optim.lr:g} for {cfg.optim.reference_batch} clips a step (linear "
+                  f"scaling rule) -> {lr:g} for {global_batch} ({info.world_size} process"
+                  f"{'es' if info.world_size > 1 else ''} x {batch})")
+        optimizer = build_optimizer(model, cfg.optim, lr, fused=use_fused(model, cfg.runtime))
+        scheduler = build_scheduler(optimizer, len(loader), cfg.schedule)
+        state = {"epoch": 0, "iteration": 0, "best_map": float("nan"), "best_epoch": None}
 
-    ddp = model
-    if info.distributed:
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    run = TrainRun(cfg, model, ddp, optimizer, scheduler, loader, dev, info, logger, state,
-                   max_iters, progress)
-    result = None
-    # for this run only: a notebook that trains again gets its own setting back
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(deterministic or was_deterministic)
-    try:
-        for epoch in range(state["epoch"], cfg.schedule.epochs):
-            seed_everything(seed * 1000 + epoch * 100 + info.rank)
-            reseed(loader, epoch, seed)
-            stop = train_one_epoch(run, epoch)
-            state["epoch"] = epoch + 1
-            if validate and (state["epoch"] % cfg.schedule.eval_interval == 0
-                             or state["epoch"] == cfg.schedule.epochs):
-                result = validate_epoch(run, work_dir)
-            _save(work_dir / "latest.pth", run)
-            if stop:
-                break
-        barrier(info)
-    except TrainingError as e:
-        logger.log(mode="error", message=str(e))
-        raise
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        logger.close()
-        cleanup(info)
-    best = work_dir / "best.pth"
-    if verbose:
-        print(f"done: {state['epoch']} epochs, {state['iteration']} iterations"
-              + (f", best val mAP {100 * state['best_map']:.2f} (epoch {state['best_epoch']})"
-                 if math.isfinite(state["best_map"]) else "") + f"; {work_dir}")
-    return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
-                       read_log(work_dir / "log.jsonl"), state["epoch"], state["iteration"],
-                       state["best_map"], state["best_epoch"], result)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["state_dict"])
+            load_optimizer_state(optimizer, ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            state.update(ckpt["train_state"])
+            rng = ckpt["rng"]
+            set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
+            logger.log(mode="resume", epoch=state["epoch"], step=state["iteration"],
+                       checkpoint=str(resume_path), changes=changes)
+            if verbose:
+                print(f"resumed from {resume_path} at epoch {state['epoch']}, iteration "
+                      f"{state['iteration']}" + "".join(f"\n  changed {c}" for c in changes))
+
+        ddp = model
+        if info.distributed:
+            ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        run = TrainRun(cfg, model, ddp, optimizer, scheduler, loader, dev, info, logger, state,
+                       max_iters, progress)
+        result = None
+        # for this run only: a notebook that trains again gets its own setting back
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(deterministic or was_deterministic)
+        try:
+            for epoch in range(state["epoch"], cfg.schedule.epochs):
+                seed_everything(seed * 1000 + epoch * 100 + info.rank)
+                reseed(loader, epoch, seed)
+                stop = train_one_epoch(run, epoch)
+                state["epoch"] = epoch + 1
+                if validate and (state["epoch"] % cfg.schedule.eval_interval == 0
+                                 or state["epoch"] == cfg.schedule.epochs):
+                    result = validate_epoch(run, work_dir)
+                _save(work_dir / "latest.pth", run)
+                if stop:
+                    break
+            barrier(info)
+        except TrainingError as e:
+            logger.log(mode="error", message=str(e))
+            raise
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+            logger.close()
+        best = work_dir / "best.pth"
+        if verbose:
+            print(f"done: {state['epoch']} epochs, {state['iteration']} iterations"
+                  + (f", best val mAP {100 * state['best_map']:.2f} (epoch {state['best_epoch']})"
+                     if math.isfinite(state["best_map"]) else "") + f"; {work_dir}")
+        return TrainResult(work_dir, work_dir / "latest.pth", best if best.is_file() else None,
+                           read_log(work_dir / "log.jsonl"), state["epoch"], state["iteration"],
+                           state["best_map"], state["best_epoch"], result)
 
 
 # fields a resumed run may change: where and how it runs, and the schedule from the resumed
@@ -337,26 +345,25 @@ def check_resume(ckpt: dict, path: Path, cfg: Config, model: nn.Module) -> list[
     (``RESUMABLE_CHANGES``: the schedule, where and how the run goes on) as ``"key: old -> new"``:
     they apply from the resumed epoch on."""
     from ..data.errors import AVADataError
-    from .checkpoint import LoadReport, _load_matching
+    from .checkpoint import match_state
 
-    missing = [k for k in ("state_dict", "optimizer", "scheduler", "train_state", "rng") if k not in ckpt]
+    missing = [k for k in ("state_dict", "optimizer", "scheduler", "train_state", "rng")
+               if k not in ckpt]
     if missing:
-        raise AVADataError(path, f"not a training checkpoint of stdet (lacks {', '.join(missing)}); "
-                           f"--resume continues a run; to start from these weights use "
-                           f"--cfg-options model.backbone.pretrained={path}")
-    report = LoadReport(str(path))
-    own = model.state_dict()
-    state = ckpt["state_dict"]
-    report.missing = [k for k in own if k not in state]
-    report.unexpected = [k for k in state if k not in own]
-    report.mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                         for k, v in state.items() if k in own and own[k].shape != v.shape]
+        raise AVADataError(path, f"not a training checkpoint of stdet (lacks "
+                           f"{', '.join(missing)}); --resume continues a run; to start from "
+                           f"these weights use --cfg-options model.backbone.pretrained={path}")
+    report, _ = match_state(model.state_dict(), ckpt["state_dict"], path)
     saved = ckpt.get("config", {}) or {}
     if report.missing or report.unexpected or report.mismatched:
         raise AVADataError(path, f"cannot resume {cfg.name} from a checkpoint of "
                            f"{saved.get('name', 'another model')}: {report.summary()}")
     if not saved:
         return []
+    try:  # as this version writes it (fields added since take their defaults)
+        saved = config_to_dict(config_from_dict(saved))
+    except ConfigError:
+        pass
     old, new = _flatten(saved), _flatten(config_to_dict(cfg))
     differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     changed = [k for k in differ if not k.startswith(RESUMABLE_CHANGES)]
@@ -380,7 +387,8 @@ def truncate_log(path: Path, train_state: dict) -> None:
     epoch, step = train_state["epoch"], train_state["iteration"]
     records = read_records(path)
     kept = [r for r in records
-            if (r.get("step", 0) <= step if r.get("mode") == "train" else r.get("epoch", 0) <= epoch)]
+            if (r.get("step", 0) <= step if r.get("mode") == "train"
+                else r.get("epoch", 0) <= epoch)]
     if len(kept) != len(records):
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 

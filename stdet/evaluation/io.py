@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.annotations import not_a_text_file, open_text_lines, parse_float, parse_int
+from ..data.annotations import parse_float, parse_int
+from ..data.io import not_a_text_file, open_text_lines
 from ..data.errors import AVADataError
 
 COLUMNS = ["video", "timestamp", "x1", "y1", "x2", "y2", "action", "extra"]

@@ -23,6 +23,8 @@ Writing is resumable and DDP-aware (:class:`BankWriter`): every rank appends sha
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
@@ -34,12 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import AVADataError
-from ..data.io import atomic_write_text
+from ..data.io import atomic_output, atomic_write_bytes, atomic_write_text
 
 BANK_FORMAT = "stdet-lfb-1"
 _DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 _SHARD_NAME = re.compile(r"rank(\d+)-(\d{5,})\.npz")
 _SHARD_ARRAYS = ("features", "videos", "seconds", "counts")
+# what produced a shard (BankWriter's identity) and its format; a resumed extraction must match
+_IDENTITY_KEYS = ("checkpoint_sha256", "config_sha256", "dtype", "channels")
 
 Key = tuple[str, int]
 
@@ -89,6 +93,23 @@ def _shard_files(root: str | os.PathLike, split: str) -> list[tuple[int, int, Pa
     return sorted(found)
 
 
+def _read_identity(npz, path: Path) -> dict:
+    """A shard's ``identity`` array (a JSON object as a 0-d string), ``{}`` if it has none."""
+    if "identity" not in npz.files:
+        return {}
+    identity = json.loads(str(npz["identity"]))
+    if not isinstance(identity, dict):
+        raise FeatureBankError(path, f"identity must be a JSON object, got {identity!r}")
+    return identity
+
+
+def identity_mismatch(expected: dict, found: dict, label: str = "this run") -> list[str]:
+    """``["checkpoint_sha256 ab12.. (this run: cd34..)", ...]`` for each identity key both
+    sides record with different values."""
+    return [f"{key} {found[key]} ({label}: {expected[key]})" for key in _IDENTITY_KEYS
+            if key in expected and key in found and expected[key] != found[key]]
+
+
 def _npy_header(file) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from an open ``.npy`` stream, without reading the data."""
     version = np.lib.format.read_magic(file)
@@ -114,6 +135,7 @@ class _Shard:
                 self.videos = [str(v) for v in npz["videos"]]
                 self.seconds = npz["seconds"].astype(np.int64).tolist()
                 self.counts = npz["counts"].astype(np.int64)
+                self.identity = _read_identity(npz, path)
         except FeatureBankError:
             raise
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
@@ -129,6 +151,11 @@ class _Shard:
 
     def keys(self) -> list[Key]:
         return list(zip(self.videos, self.seconds))
+
+    def produced_by(self) -> dict:
+        """Its identity (what extraction wrote it); a shard written before identities were
+        recorded still tells its dtype and channels."""
+        return {"dtype": self.dtype.name, "channels": int(self.shape[1]), **self.identity}
 
     def features(self) -> np.ndarray:
         try:
@@ -149,26 +176,49 @@ class BankWriter:
     so a restarted extraction (even with another world size) skips them. Keyframes are kept in memory
     until ``shard_size`` of them are pending, then written as one shard::
 
-        ROOT/lfb_S.parts/rank{r}-{k:05d}.npz   features (n, C), videos (U), seconds, counts (int64)
+        ROOT/lfb_S.parts/rank{r}-{k:05d}.npz   features (n, C), videos (U), seconds, counts (int64),
+                                               identity (JSON: checkpoint_sha256, config_sha256, ...)
 
     A shard is written to a temporary file and renamed, so a crash loses at most the pending keyframes.
     ``add`` of a keyframe already in ``done`` is ignored: DistributedSampler pads a split with repeats.
+
+    ``identity`` (``{"checkpoint_sha256": ..., "config_sha256": ...}``, from
+    :func:`stdet.engine.lfb.bank_identity`) says what produces the features; it is stored in every
+    shard with the dtype and channels, and existing shards that record another identity are
+    refused (:class:`FeatureBankError`): a resumed extraction with another checkpoint, config or
+    dtype would mix two models' features in one bank.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, channels: int,
-                 dtype: str | np.dtype = "float32", rank: int = 0, shard_size: int = 256) -> None:
+                 dtype: str | np.dtype = "float32", rank: int = 0, shard_size: int = 256,
+                 identity: dict | None = None) -> None:
         self.root, self.split, self.rank = Path(root), split, int(rank)
         self.channels, self.shard_size = int(channels), int(shard_size)
         self.parts = _parts_dir(root, split)
         self.dtype = _bank_dtype(dtype, self.parts)
+        self.identity = None if identity is None else {
+            **identity, "dtype": self.dtype.name, "channels": self.channels}
         self.parts.mkdir(parents=True, exist_ok=True)
         self.done: set[Key] = set()
         self._next_k = 0
         for rank_, k, path in _shard_files(root, split):
-            self.done.update(_Shard(path).keys())
+            shard = _Shard(path)
+            self._check_identity(shard)
+            self.done.update(shard.keys())
             if rank_ == self.rank:
                 self._next_k = k + 1
         self._pending: list[tuple[str, int, np.ndarray]] = []
+
+    def _check_identity(self, shard: _Shard) -> None:
+        """Refuse a shard another extraction wrote (only a writer given an identity checks)."""
+        if self.identity is None:
+            return
+        differs = identity_mismatch(self.identity, shard.produced_by())
+        if differs:
+            raise FeatureBankError(
+                self.parts, f"{shard.path.name} was written by another extraction: "
+                            f"{'; '.join(differs)}; delete {self.parts} or rerun with the same "
+                            "checkpoint, config and dtype")
 
     def add(self, video_id: str, second: int, features: np.ndarray) -> None:
         """Record the ``(n, C)`` RoI features of one keyframe (``n`` may be 0), cast to the bank dtype."""
@@ -190,17 +240,14 @@ class BankWriter:
             return
         videos, seconds, features = zip(*self._pending)
         path = self.parts / f"rank{self.rank}-{self._next_k:05d}.npz"
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-                np.savez(f, features=np.concatenate(features),
-                         videos=np.array(videos, dtype=np.str_),
-                         seconds=np.array(seconds, dtype=np.int64),
-                         counts=np.array([len(x) for x in features], dtype=np.int64))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()  # a file object: np.savez would append ".npz" to a name
+        identity = self.identity or {"dtype": self.dtype.name, "channels": self.channels}
+        np.savez(buffer, features=np.concatenate(features),
+                 videos=np.array(videos, dtype=np.str_),
+                 seconds=np.array(seconds, dtype=np.int64),
+                 counts=np.array([len(x) for x in features], dtype=np.int64),
+                 identity=np.array(json.dumps(identity, sort_keys=True)))
+        atomic_write_bytes(path, buffer.getvalue())
         self._pending.clear()
         self._next_k += 1
 
@@ -214,32 +261,47 @@ class BankWriter:
         self.close()  # on an error too: what was extracted is kept for the resumed run
 
 
+def _preallocate(path: Path) -> None:
+    """Reserve the disk blocks of a freshly sized file: a full disk then fails here as an
+    ``OSError`` instead of killing the process with SIGBUS when the memory map is written."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except (AttributeError, OSError) as e:  # no posix_fallocate, or a filesystem without it
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
 def _commit_bank(root: str | os.PathLike, split: str, channels: int, dtype: np.dtype,
-                 entries: list[list], rows: int, fill: Callable[[np.ndarray], None]) -> None:
+                 entries: list[list], rows: int, fill: Callable[[np.ndarray], None],
+                 identity: dict | None = None) -> None:
     """Write ``lfb_S.npy`` (filled by ``fill(out)``) and then ``lfb_S.json``, each via a temporary file.
 
-    The JSON is the commit: it is removed first and written last, and a failure anywhere removes the
-    new ``.npy`` again, so a crash leaves either no bank or a complete one. The array is written through
-    a memory map, so a merge never holds the whole bank in memory.
+    The JSON is the commit: it is removed once the new array is complete and written last, and a
+    failure anywhere removes the new ``.npy`` again, so a crash leaves either no bank or a complete
+    one. The array is written through a memory map, so a merge never holds the whole bank in memory.
+    ``identity`` (what produced the features) is recorded in the JSON, for information.
     """
     path_npy, path_json = bank_paths(root, split)
-    tmp_npy = path_npy.with_name(path_npy.name + ".tmp")
     header = {"format": BANK_FORMAT, "split": split, "channels": int(channels), "dtype": dtype.name,
               "rows": int(rows)}
-    path_npy.parent.mkdir(parents=True, exist_ok=True)
+    if identity:
+        header["identity"] = identity
     placed = False
     try:
-        out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(rows, channels))
-        fill(out)
-        out.flush()
-        del out
-        path_json.unlink(missing_ok=True)
-        os.replace(tmp_npy, path_npy)
+        with atomic_output(path_npy) as tmp_npy:
+            out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(rows, channels))
+            _preallocate(tmp_npy)
+            fill(out)
+            out.flush()
+            del out
+            path_json.unlink(missing_ok=True)
         placed = True
         lines = ",\n".join(json.dumps(entry) for entry in entries)
         atomic_write_text(path_json, json.dumps(header)[:-1] + f', "entries": [\n{lines}\n]}}\n')
     except BaseException:
-        tmp_npy.unlink(missing_ok=True)
         if placed:
             path_npy.unlink(missing_ok=True)
         raise
@@ -262,6 +324,7 @@ def merge_shards(root: str | os.PathLike, split: str) -> FeatureBank:
             raise FeatureBankError(shard.path, f"has {shard.shape[1]} channels of {shard.dtype}, "
                                                f"{shards[0].path.name} has {channels} of {dtype}")
     _bank_dtype(dtype, shards[0].path)
+    identity = _common_identity(shards)
 
     source: dict[Key, tuple[int, int]] = {}  # keyframe -> (shard index, index within the shard)
     for s, shard in enumerate(shards):
@@ -282,14 +345,55 @@ def merge_shards(root: str | os.PathLike, split: str) -> FeatureBank:
                 lo, hi = shards[s].starts[i], shards[s].starts[i + 1]
                 out[start:start + hi - lo] = features[lo:hi]
 
-    _commit_bank(root, split, channels, dtype, entries, rows, fill)
+    _commit_bank(root, split, channels, dtype, entries, rows, fill, identity)
     shutil.rmtree(_parts_dir(root, split))
     return FeatureBank.load(root, split)
+
+
+def _common_identity(shards: list[_Shard]) -> dict:
+    """The identity the shards share (checkpoint and config hashes); two shards that record
+    different ones are refused, as a resumed :class:`BankWriter` refuses them."""
+    first = next((s for s in shards if s.identity), None)
+    if first is None:
+        return {}
+    for shard in shards:
+        differs = identity_mismatch(first.produced_by(), shard.produced_by(), first.path.name)
+        if differs:
+            raise FeatureBankError(shard.path, f"was written by another extraction: "
+                                               f"{'; '.join(differs)}; delete "
+                                               f"{shard.path.parent} and extract again")
+    return {k: v for k, v in first.identity.items() if k not in ("dtype", "channels")}
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
+
+def _rebuild_hint(path_npy: Path, split: str) -> str:
+    return (f"rebuild it with `python -m stdet extract-lfb CONFIG CHECKPOINT --split {split} "
+            f"--out {path_npy.parent}`")
+
+
+def _check_array(path_npy: Path, split: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype in ``path_npy``'s header, after checking that the file holds all the
+    data the header promises (a copy or download cut short would otherwise fail deep in numpy
+    as ``mmap length is greater than file size``). A missing file stays ``FileNotFoundError``."""
+    try:
+        with open(path_npy, "rb") as f:
+            shape, dtype = _npy_header(f)
+            expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise FeatureBankError(path_npy, f"unreadable array: {e}; "
+                                         f"{_rebuild_hint(path_npy, split)}") from None
+    if size < expected:
+        raise FeatureBankError(path_npy, f"truncated: {size} bytes, its header ({shape} "
+                                         f"{dtype.name}) needs {expected}; "
+                                         f"{_rebuild_hint(path_npy, split)}")
+    return shape, dtype
+
 
 class FeatureBank:
     """A written bank: the JSON index in memory, the features memory-mapped on first use.
@@ -299,9 +403,13 @@ class FeatureBank:
     """
 
     def __init__(self, path_npy: Path, path_json: Path, split: str, channels: int, dtype: np.dtype,
-                 num_rows: int, entries: list[tuple[str, int, int, int]], mmap: bool = True) -> None:
+                 num_rows: int, entries: list[tuple[str, int, int, int]], mmap: bool = True,
+                 identity: dict | None = None) -> None:
         self.path_npy, self.path_json, self.split = Path(path_npy), Path(path_json), split
         self.channels, self.dtype, self.num_rows, self.mmap = channels, np.dtype(dtype), num_rows, mmap
+        # what extraction produced the features (checkpoint and config hashes); None for a bank
+        # written before stdet recorded it, or imported from MMAction2
+        self.identity = identity
         self.keys: list[Key] = []
         # video -> second -> (start, stop): sample() looks up 60 seconds of one video. One string
         # object per video, so a pickled bank stores each name once.
@@ -336,13 +444,7 @@ class FeatureBank:
             if type(value) is not int or value < 0:
                 raise FeatureBankError(path_json, f"{name} must be a non-negative int, got {value!r}")
         dtype = _bank_dtype(str(meta.get("dtype")), path_json)
-        try:
-            with open(path_npy, "rb") as f:
-                shape, npy_dtype = _npy_header(f)
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as e:
-            raise FeatureBankError(path_npy, f"unreadable array: {e}") from None
+        shape, npy_dtype = _check_array(path_npy, split)
         if shape != (rows, channels) or npy_dtype != dtype:
             raise FeatureBankError(path_json, f"index says rows={rows}, channels={channels}, "
                                               f"{dtype.name}; {path_npy.name} holds {shape} {npy_dtype}")
@@ -358,15 +460,33 @@ class FeatureBank:
         keys = [(e[0], e[1]) for e in entries]
         if keys != sorted(set(keys)):
             raise FeatureBankError(path_json, "entries are not sorted by (video, second) and unique")
-        return cls(path_npy, path_json, split, channels, dtype, rows, entries, mmap)
+        identity = meta.get("identity")
+        return cls(path_npy, path_json, split, channels, dtype, rows, entries, mmap,
+                   identity if isinstance(identity, dict) else None)
 
     @property
     def features(self) -> np.ndarray:
-        """The ``(num_rows, channels)`` array, memory-mapped read-only (opened once per process)."""
+        """The ``(num_rows, channels)`` array, memory-mapped read-only (opened once per process).
+
+        The file is checked again here: a DataLoader worker opens it long after :meth:`load`, and
+        a bank truncated or removed in between raises :class:`FeatureBankError`, not numpy's
+        ``mmap length is greater than file size``."""
         if self._features is None:
-            self._features = np.load(self.path_npy, mmap_mode="r" if self.mmap else None,
-                                     allow_pickle=False)
+            self._features = self._open_features()
         return self._features
+
+    def _open_features(self) -> np.ndarray:
+        """The array of ``path_npy``, checked whole first; any failure names the file."""
+        hint = _rebuild_hint(self.path_npy, self.split)
+        try:
+            _check_array(self.path_npy, self.split)
+        except FileNotFoundError:
+            raise FeatureBankError(self.path_npy, f"missing; {hint}") from None
+        try:
+            return np.load(self.path_npy, mmap_mode="r" if self.mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise FeatureBankError(self.path_npy, f"unreadable array: {type(e).__name__}: {e}; "
+                                                  f"{hint}") from None
 
     def __len__(self) -> int:
         """The number of keyframes (with or without RoIs)."""
