@@ -238,6 +238,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, out_of_gpu_memory()) as e:
+        where = "host" if isinstance(e, MemoryError) else "GPU"
+        print(f"error: out of {where} memory; lower optim.batch_per_gpu (and data.workers) with "
+              f"--cfg-options", file=sys.stderr)
+        return 1
+
+
+def out_of_gpu_memory() -> type[BaseException]:
+    """``torch.OutOfMemoryError`` where torch is loaded (a command that never imported it
+    cannot raise it); a class nothing raises otherwise."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", _NeverRaised)
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def known_errors() -> tuple[type[BaseException], ...]:

@@ -126,3 +126,45 @@ def test_progress_bars_show_where_watched(monkeypatch):
     monkeypatch.setattr(sys, "stderr", sys.__stderr__)
     monkeypatch.setenv("TQDM_DISABLE", "0")  # asked for: shown in a log file too
     assert not progress_bar(range(3), file=sys.__stderr__).disable
+
+
+@pytest.mark.parametrize("error, where", [("gpu", "GPU"), ("host", "host")])
+def test_out_of_memory_is_one_line_and_exit_1(error, where, monkeypatch, capsys):
+    import torch
+
+    from stdet.engine import train
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB") \
+            if error == "gpu" else MemoryError()
+
+    monkeypatch.setattr(train, "train", out_of_memory)
+    assert cli.main(["train", MINI]) == 1
+    assert capsys.readouterr().err == (f"error: out of {where} memory; lower optim.batch_per_gpu "
+                                       f"(and data.workers) with --cfg-options\n")
+
+
+def test_a_full_disk_while_logging_is_a_write_error(tmp_path):
+    import errno
+
+    from stdet.data.errors import WriteError
+    from stdet.engine.logger import JsonlLogger, read_records
+
+    logger = JsonlLogger(tmp_path / "log.jsonl")
+    logger.log(mode="train", step=1)
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    logger._file, real = FullDisk(), logger._file
+    with pytest.raises(WriteError) as info:
+        logger.log(mode="train", step=2)
+    real.close()
+    assert str(info.value) == (f"{tmp_path / 'log.jsonl'}: cannot append to the log: [Errno 28] "
+                               f"No space left on device; the records before are kept")
+    assert info.value.exit_code == 1 and read_records(tmp_path / "log.jsonl") == [
+        {"mode": "train", "step": 1}]

@@ -23,8 +23,14 @@ class JsonlLogger:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(clean) + "\n")
+            self._file.flush()
+        except OSError as e:  # a full disk: one line, the records before are kept
+            from ..data.errors import WriteError
+
+            raise WriteError(f"{self.path}: cannot append to the log: [Errno {e.errno}] "
+                             f"{e.strerror}; the records before are kept") from None
 
     def close(self) -> None:
         if self._file is not None:
