@@ -326,7 +326,8 @@ def test_custom_classes_train_drops_keyframes_without_them(layout, tmp_path):
     common = dict(proposal_file=layout.proposal_file("train"), exclude_file=layout.exclude_file("train"),
                   label_file=layout.label_file, custom_classes=[STAND, WATCH], num_classes=3)
     train = AVADataset(ann, layout.rawframes, train=True, **common)
-    test = AVADataset(ann, layout.rawframes, train=False, **common)
+    with pytest.warns(UserWarning, match=f"1 of .* keyframes .* have no proposals \\({video},0910\\)"):
+        test = AVADataset(ann, layout.rawframes, train=False, **common)
     gt = gt_from_csv(ann)
     excluded = read_excluded_timestamps(layout.exclude_file("train"))
     with_classes = [k for k in gt if k not in excluded and any(a & {STAND, WATCH} for _, a in gt[k].values())]
@@ -396,11 +397,19 @@ def test_missing_frame_raises_or_skips(mini, tmp_path):
         ds[0]
     assert str(frame) in str(info.value) and "not found" in str(info.value)
 
+    # a test sample is a skip record (scoring the next keyframe twice would duplicate its
+    # detections); a training sample is the next readable keyframe, with the skip listed
     skip = AVADataset.from_layout(lay, "val", on_error="skip")
-    with pytest.warns(UserWarning, match=f"skipped keyframe {video},{t:04d}"):
-        s = skip[0]
-    assert s["meta"]["img_key"] == img_key(*skip.keys[1])
+    s = skip[0]
+    assert set(s) == {"skipped"} and s["skipped"][0].startswith(f"{video},{t:04d}: {frame}")
     assert skip.skipped == 1
+    train = AVADataset.from_layout(lay, "val", on_error="skip", train=True)
+    load = train._load  # training jitters frames: make keyframe 0 unreadable whatever it draws
+    train._load = lambda key: (_ for _ in ()).throw(FrameReadError(frame, "not found")) \
+        if key == train.keys[0] else load(key)
+    s = train[0]
+    assert s["meta"]["img_key"] == img_key(*train.keys[1]) and len(s["skipped"]) == 1
+    assert train.skipped == 1
     # other keyframes are untouched
     assert ds[1]["meta"]["img_key"] == img_key(*ds.keys[1])
 

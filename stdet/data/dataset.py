@@ -31,7 +31,7 @@ from .errors import AVADataError, FrameReadError
 from .frames import keyframe_to_frame_index, open_frame_source, read_keyframe_clip
 from .labels import CustomClasses, read_label_map
 from .layout import AVALayout
-from .proposals import load_proposals, select_proposals
+from .proposals import check_coverage, load_proposals, select_proposals
 from .transforms import boxes_to_pixels, test_transforms, to_tensor, train_transforms
 
 
@@ -51,7 +51,8 @@ class AVADataset(Dataset):
         num_classes: label columns (81 for AVA: 80 actions + index 0).
         custom_classes: train on a subset (see :class:`~stdet.data.labels.CustomClasses`).
         on_error: ``"raise"`` (default) or ``"skip"``: a keyframe outside its video is dropped at
-            construction, an unreadable frame replaced by the next sample, each counted in a warning.
+            construction (counted in a warning), an unreadable frame skipped when it is read
+            (counted in ``skipped`` and listed in the sample, see :meth:`__getitem__`).
         feature_bank: a long-term feature bank (:class:`stdet.lfb.FeatureBank`, memory-mapped;
             workers share its pages): each sample then carries ``long_term``, the bank's features
             of ``lfb_window`` seconds around the keyframe, at most ``lfb_per_second`` a second,
@@ -114,6 +115,9 @@ class AVADataset(Dataset):
             keys = [k for k in keys if self._labels(annotations[k]).any()]
         self.annotations = annotations
         self.keys = self._keyframes_inside_videos(keys)
+        if self.proposals is not None:  # a wrong split's or misnamed file: error, not whole frames
+            check_coverage(self.proposals, [img_key(*k) for k in self.keys], proposal_file,
+                           against=self.ann_file, stacklevel=3)
 
     @classmethod
     def from_layout(cls, layout: "AVALayout", split: str, *, use_proposals: bool = True,
@@ -172,17 +176,26 @@ class AVADataset(Dataset):
         return len(self.keys)
 
     def __getitem__(self, index: int) -> dict:
+        """The sample of keyframe ``index``. With ``on_error="skip"`` a keyframe whose frames
+        cannot be read is counted in ``skipped`` and listed in the sample's ``"skipped"``
+        (``"video,%04d: reason"``): training takes the next readable keyframe in its place;
+        a test sample is then only ``{"skipped": [...]}``, as a test must not score a keyframe
+        twice (:func:`ava_collate` leaves it out of the batch)."""
+        skipped: list[str] = []
         for attempt in range(len(self.keys)):
             key = self.keys[(index + attempt) % len(self.keys)]
             try:
-                return self._load(key)
+                sample = self._load(key)
             except FrameReadError as e:
                 if self.on_error == "raise":
                     raise
                 self.skipped += 1
-                warnings.warn(f"skipped keyframe {img_key(*key)}: {e} "
-                              f"({self.skipped} skipped so far in this process)", stacklevel=2)
-        raise AVADataError(self.ann_file, "no readable keyframe left")
+                skipped.append(f"{img_key(*key)}: {e}")
+                if not self.train:
+                    return {"skipped": skipped}
+                continue
+            return {**sample, "skipped": skipped} if skipped else sample
+        raise AVADataError(self.ann_file, f"no readable keyframe left ({len(skipped)} skipped)")
 
     def proposals_of(self, key: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """The keyframe's person boxes (normalised) and scores: its selected proposals, or its
@@ -227,7 +240,13 @@ class AVADataset(Dataset):
 def ava_collate(samples: list[dict]) -> dict:
     """Batch samples: clips stacked to (B, C, T, H, W) (zero-padded to the largest H, W); boxes,
     scores and labels stay lists (one tensor per sample), as their counts differ; ``long_term``
-    features (when the dataset has a bank) are stacked to (B, N, C)."""
+    features (when the dataset has a bank) are stacked to (B, N, C); ``skipped`` lists the
+    keyframes the samples skipped (``on_error="skip"``). A sample that is only a skip record
+    is left out; a batch of nothing else is ``{"skipped": [...]}``."""
+    skipped = [entry for s in samples for entry in s.get("skipped", ())]
+    samples = [s for s in samples if "clip" in s]
+    if not samples:
+        return {"skipped": skipped}
     h = max(s["clip"].shape[2] for s in samples)
     w = max(s["clip"].shape[3] for s in samples)
     clips = samples[0]["clip"].new_zeros((len(samples), samples[0]["clip"].shape[0],
@@ -239,4 +258,6 @@ def ava_collate(samples: list[dict]) -> dict:
         batch[key] = [s[key] for s in samples]
     if "long_term" in samples[0]:
         batch["long_term"] = torch.stack([s["long_term"] for s in samples])
+    if skipped:
+        batch["skipped"] = skipped
     return batch
