@@ -701,7 +701,7 @@ def test_convert_checkpoint(tmp_path, slowonly_detector):
     src, dst = tmp_path / "mmaction2.pth", tmp_path / "out" / "stdet.pth"
     torch.save({"state_dict": file_state, "meta": {"epoch": 20}}, src)
     returned = convert_checkpoint(src, dst)
-    assert not dst.with_name(dst.name + ".tmp").exists()
+    assert not list(dst.parent.glob(f".{dst.name}.*.tmp"))
 
     obj = torch.load(dst, weights_only=True)
     assert obj["meta"]["converted_from"] == str(src)
@@ -750,7 +750,7 @@ def test_convert_checkpoint_write_is_atomic(tmp_path, monkeypatch, trained_state
     with pytest.raises(OSError, match="disk full"):
         convert_checkpoint(src, dst)
     assert dst.read_bytes() == b"previous"
-    assert not dst.with_name(dst.name + ".tmp").exists()  # no temporary file left behind
+    assert not list(dst.parent.glob(f".{dst.name}.*.tmp"))  # no temporary file left behind
     monkeypatch.undo()
     convert_checkpoint(src, dst)
     assert torch.load(dst, weights_only=True)["meta"]["converted_from"] == str(src)
@@ -766,7 +766,7 @@ def test_save_then_load_round_trip(tmp_path, mini_cfg, trained_state):
     source.load_state_dict(trained_state)
     path = tmp_path / "sub" / "epoch_3.pth"
     save_checkpoint(path, source, meta={"epoch": 3, "config": "mini"}, best_map=0.25)
-    assert not path.with_name(path.name + ".tmp").exists()
+    assert not list(path.parent.glob(f".{path.name}.*.tmp"))
 
     obj = torch.load(path, weights_only=True)
     assert obj["meta"] == {"epoch": 3, "config": "mini"}

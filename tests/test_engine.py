@@ -528,9 +528,10 @@ def test_exact_resume_after_kill(root, tmp_path):
             pytest.fail("could not kill run B inside epoch 2 in 3 attempts")
 
         # what the kill left: epoch 1's checkpoint, whole (atomic_write_bytes writes
-        # latest.pth.tmp then renames it; a kill mid-write can only leave the .tmp behind)
-        assert {p.name for p in work_b.iterdir()} <= {"config.json", "log.jsonl", "latest.pth",
-                                                      "latest.pth.tmp"}
+        # .latest.pth.XXXX.tmp then renames it; a kill mid-write can only leave that behind),
+        # and the work dir's lock file, which the OS released with the process
+        left = {p.name for p in work_b.iterdir() if not re.fullmatch(r"\.latest\.pth\..+\.tmp", p.name)}
+        assert left <= {"config.json", "log.jsonl", "latest.pth", ".stdet.lock"}
         killed = load_weights_only(work_b / "latest.pth")
         assert killed["train_state"]["epoch"] == 1 and killed["train_state"]["iteration"] == 8
         assert any(r["epoch"] == 2 for r in train_records(work_b))
@@ -539,7 +540,7 @@ def test_exact_resume_after_kill(root, tmp_path):
                                              options=RESUME_OPTIONS))
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "resumed from" in resumed.stdout and "at epoch 1, iteration 8" in resumed.stdout
-        assert not (work_b / "latest.pth.tmp").exists()
+        assert not list(work_b.glob(".*.tmp")) and not (work_b / ".stdet.lock").exists()
         assert run_a.wait(timeout=SUBPROCESS_TIMEOUT) == 0, run_a.stderr.read()[-3000:]
     finally:
         if run_a.poll() is None:
@@ -598,7 +599,7 @@ def test_nan_stop_keeps_the_last_good_checkpoint(root, tmp_path, capsys):
     assert epoch == 2 and step == 4 + iteration
 
     assert latest.read_bytes() == before and latest.stat().st_mtime_ns == mtime
-    assert not (work / "latest.pth.tmp").exists()
+    assert not list(work.glob(".*.tmp"))
     log = read_log(work / "log.jsonl")
     assert log[-1]["mode"] == "error" and f"iteration {iteration}" in log[-1]["message"]
     # every logged step was finite; the failing one is not logged as a train record

@@ -433,7 +433,7 @@ def test_write_results_then_read_them_back(tmp_path):
                                 "a,0902,0.1235,0.2000,0.7000,0.7000,80,0.7000\n"
                                 "a,1000,0.2000,0.2000,0.6000,0.6000,12,0.8000\n"
                                 "b,0902,0.1000,0.1000,0.5000,0.5000,12,0.9000\n")
-    assert not (tmp_path / "results.csv.tmp").exists()
+    assert not list(tmp_path.glob(".results.csv.*.tmp"))
     with path.open(newline="") as f:
         lines = list(csv.reader(f))
     assert all(len(line) == 8 for line in lines)

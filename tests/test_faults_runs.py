@@ -181,6 +181,20 @@ def test_skipped_training_keyframes_are_logged_each_epoch(root, tmp_path):
     assert f"skipped {skips[0]['skipped']} of {len(keys)} keyframes" in warned[0]
 
 
+def test_the_datasets_count_includes_its_workers_skips(root):
+    from stdet.engine.data import build_dataset, eval_loader
+    from stdet.engine.distributed import DistInfo
+
+    damaged = frames_only_of(root, 3)
+    corrupt(list(damaged.values()))
+    dataset = build_dataset(stdet.config(SLOWONLY, "data.on_error=skip", data_root=root), "val")
+    loader = eval_loader(dataset, workers=2, info=DistInfo())
+    scored = [m["img_key"] for batch in loader for m in batch["meta"]]
+    assert sorted(k.split(":")[0] for k in loader.skipped) == sorted(damaged)
+    assert dataset.skipped == 3 and len(scored) == len(dataset) - 3
+    assert not set(scored) & set(damaged)
+
+
 # ------------------------------------------------------------------------------------------------
 # checkpoints and resumes of another run
 

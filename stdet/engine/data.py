@@ -107,8 +107,9 @@ def _guarded_collate(samples: list):
 class AVALoader(DataLoader):
     """A DataLoader of AVA samples (batched by :func:`ava_collate`) that raises a worker's stdet
     error in the main process as that error, and keeps in ``skipped`` the keyframes its last
-    pass skipped (``data.on_error=skip``; ``"video,%04d: reason"``, from every worker). A batch
-    whose samples were all skipped is not yielded."""
+    pass skipped (``data.on_error=skip``; ``"video,%04d: reason"``, from every worker; the
+    dataset's ``skipped`` count in this process includes them). A batch whose samples were all
+    skipped is not yielded."""
 
     def __init__(self, dataset, **kwargs) -> None:
         super().__init__(_Guarded(dataset), collate_fn=_guarded_collate, **kwargs)
@@ -124,7 +125,11 @@ class AVALoader(DataLoader):
         for batch in super().__iter__():
             if isinstance(batch, _Failed):
                 raise batch.error
-            self.skipped.extend(batch.pop("skipped", ()))
+            skipped = batch.pop("skipped", ())
+            self.skipped.extend(skipped)
+            if skipped and self.num_workers:  # a worker counted them in its own copy
+                dataset = getattr(self.samples, "dataset", self.samples)  # a Subset's dataset
+                dataset.skipped += len(skipped)
             if "clips" in batch:
                 yield batch
 
