@@ -1,6 +1,6 @@
 """AVA frame-mAP computed by the reference implementations, for parity fixtures and benchmarks.
 
-Two protocols, each driven the way its reference drives it:
+Three protocols, each driven the way its reference drives it:
 
 ``activitynet``
     ActivityNet's ``get_ava_performance.py`` behaviour: label map, exclusions, ground truth
@@ -19,24 +19,48 @@ Two protocols, each driven the way its reference drives it:
     which ``ava_eval`` only prints to 4 decimals. ``--check-ava-eval`` also runs ``ava_eval``
     itself and checks that its overall mAP equals ours.
 
-The reference code is imported from a throwaway environment, never copied::
+``mmaction2-0.x``
+    MMAction2 0.24.1, the evaluator behind the 0.x model zoo's AVA table: the steps of
+    ``AVADataset.evaluate`` (``mmaction/datasets/ava_dataset.py``). The detections are first
+    turned into the per-keyframe, per-class arrays a 0.x model returns (keyframes in the order of
+    their first row of an evaluated class, each class's rows in file order; with custom classes,
+    index ``i`` holds class ``custom_classes[i + 1]``, as the 0.x dataset lays them out) and
+    written by 0.x's own ``results2csv`` (``mmaction/core/evaluation/ava_utils.py``: every
+    float, box and score, as ``'%.3f'``); that file is evaluated by 0.x's ``ava_eval`` itself,
+    with its default ``verbose=True`` (the call ``AVADataset.evaluate`` makes; only that path
+    skips the excluded keyframes) and ``custom_classes=(0, *custom)``. The per-class APs are
+    taken from the metrics dict its ``PascalDetectionEvaluator.evaluate`` returns (``ava_eval``
+    only prints them); the overall mAP is ``ava_eval``'s return value.
+
+The reference code is imported from throwaway environments, never copied (the two MMAction2
+versions need one environment each)::
 
     python3 -m venv /tmp/evalenv
     /tmp/evalenv/bin/pip install --no-deps slowfast==1.0 mmaction2==1.2.0 numpy
     /tmp/evalenv/bin/python benchmarks/ava_eval_reference.py --protocol activitynet \\
         --gt gt.csv --pred pred.csv --label-map labels.pbtxt --exclude excluded.csv --json out.json
+    python3 -m venv /tmp/mm0env
+    /tmp/mm0env/bin/pip install --no-deps mmaction2==0.24.1 numpy
+    /tmp/mm0env/bin/python benchmarks/ava_eval_reference.py --protocol mmaction2-0.x \\
+        --gt gt.csv --pred pred.csv --label-map labels.pbtxt --exclude excluded.csv --json out.json
 
 Importing ``slowfast`` or ``mmaction`` as packages would run their ``__init__`` (torch, mmengine,
 ...), so the needed modules are loaded from their files under stand-in parent packages
-(``_ref_activitynet``, ``_ref_mmaction2``); only numpy is needed. Both references use numpy
-aliases removed in numpy 1.24/2.0 (``np.float``, ``np.bool``, ``np.int``, ``np.NAN``): this script
-sets them back on the numpy module before loading (a compatibility shim, nothing else changes).
+(``_ref_activitynet``, ``_ref_mmaction2``, ``_ref_mmaction2_0x``); only numpy is needed. The
+references use numpy aliases removed in numpy 1.24/2.0 (``np.float``, ``np.bool``, ``np.int``,
+``np.NAN``): this script sets them back on the numpy module before loading (a compatibility shim,
+nothing else changes).
 
 Output (stdout, or ``--json FILE``), the schema ``stdet eval --json`` writes::
 
     {"mAP": float|null, "per_class_ap": {"<id>": float|null, ...},
      "person_movement": float|null, "object_manipulation": float|null,
-     "person_interaction": float|null, "protocol": "activitynet"|"mmaction2"}
+     "person_interaction": float|null,
+     "protocol": "activitynet"|"mmaction2"|"mmaction2-0.x"}
+
+and, for ``mmaction2-0.x`` only, ``"tied_classes": [id, ...]`` (the classes whose AP depends on
+how equal scores are ordered: a 3-decimal score shared by a true and a false positive, which
+0.x's ``np.argsort`` may put either way) and ``"numpy": "<version>"`` (the numpy that sorted them).
 
 ``per_class_ap`` has every class id of the label map (only the custom classes when given), null
 where the reference gives NaN or leaves the class out. ``mAP`` is the reference's own mean; the
@@ -73,6 +97,7 @@ ANET_MODULES = ("standard_fields", "label_map_util", "np_box_list", "np_box_ops"
                 "np_box_mask_list", "np_box_mask_list_ops", "np_mask_ops", "metrics",
                 "per_image_evaluation", "object_detection_evaluation")
 EXIT_REFERENCE_ERROR = 3
+PROTOCOLS = ("activitynet", "mmaction2", "mmaction2-0.x")
 
 
 class ReferenceUnavailable(Exception):
@@ -103,10 +128,12 @@ def _package_dir(top: str, *parts: str) -> Path:
     return path
 
 
-def _stand_in_package(name: str, directory: Path) -> types.ModuleType:
-    """An empty package whose submodules are the files of ``directory`` (relative imports work)."""
+def _stand_in_package(name: str, directory: Path | None = None) -> types.ModuleType:
+    """An empty package whose submodules are the files of ``directory`` (relative imports work);
+    without a directory, an empty module for names the reference imports."""
     pkg = types.ModuleType(name)
-    pkg.__path__ = [str(directory)]
+    if directory is not None:
+        pkg.__path__ = [str(directory)]
     pkg.__package__ = name
     sys.modules[name] = pkg
     return pkg
@@ -142,21 +169,42 @@ def load_activitynet(evaluator_dir: str | None = None) -> types.ModuleType:
     return pkg.object_detection_evaluation
 
 
-def load_mmaction2(mmaction_dir: str | None = None) -> types.ModuleType:
-    """MMAction2's ``ava_utils`` module (with its ``ava_evaluation`` helpers)."""
+def _load_ava_utils(name: str, directory: Path, helpers: tuple[str, ...]) -> types.ModuleType:
+    """``DIRECTORY/ava_utils.py`` under the stand-in package ``name``, with the ``helpers`` of
+    its ``ava_evaluation/`` loaded first."""
+    if sys.modules.get(name) is None:
+        _stand_in_package(name, directory)
+        sub = _stand_in_package(f"{name}.ava_evaluation", directory / "ava_evaluation")
+        for mod in helpers:
+            setattr(sub, mod, _load(f"{name}.ava_evaluation.{mod}",
+                                    directory / "ava_evaluation" / f"{mod}.py"))
+    return _load(f"{name}.ava_utils", directory / "ava_utils.py")
+
+
+def _reference_numpy() -> None:
     if np is None:
         raise ReferenceUnavailable("numpy is not installed")
     _numpy_compat_shim()
+
+
+def load_mmaction2(mmaction_dir: str | None = None) -> types.ModuleType:
+    """MMAction2's ``ava_utils`` module (with its ``ava_evaluation`` helpers)."""
+    _reference_numpy()
     functional = (Path(mmaction_dir) / "evaluation" / "functional" if mmaction_dir
                   else _package_dir("mmaction", "evaluation", "functional"))
-    name = "_ref_mmaction2"
-    if sys.modules.get(name) is None:
-        _stand_in_package(name, functional)
-        sub = _stand_in_package(f"{name}.ava_evaluation", functional / "ava_evaluation")
-        for mod in ("np_box_list", "np_box_ops", "metrics"):
-            setattr(sub, mod, _load(f"{name}.ava_evaluation.{mod}",
-                                    functional / "ava_evaluation" / f"{mod}.py"))
-    return _load(f"{name}.ava_utils", functional / "ava_utils.py")
+    return _load_ava_utils("_ref_mmaction2", functional, ("np_box_list", "np_box_ops", "metrics"))
+
+
+MM0_MODULES = ("standard_fields", "metrics", "np_box_list", "np_box_ops", "per_image_evaluation",
+               "object_detection_evaluation")
+
+
+def load_mmaction2_0x(mmaction_dir: str | None = None) -> types.ModuleType:
+    """MMAction2 0.x's ``core/evaluation/ava_utils`` module (with its ``ava_evaluation``)."""
+    _reference_numpy()
+    evaluation = (Path(mmaction_dir) / "core" / "evaluation" if mmaction_dir
+                  else _package_dir("mmaction", "core", "evaluation"))
+    return _load_ava_utils("_ref_mmaction2_0x", evaluation, MM0_MODULES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,6 +365,123 @@ def run_mmaction2(gt: str, pred: str, label_map: str, exclude: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
+# MMAction2 0.x protocol: AVADataset.evaluate's steps, with 0.x's results2csv and ava_eval
+
+
+class _Keyframes:
+    """What 0.x's ``results2csv`` reads of a dataset: ``len()`` and ``video_infos``."""
+
+    def __init__(self, keys: list[tuple[str, int]]):
+        self.video_infos = [{"video_id": v, "timestamp": t} for v, t in keys]
+
+    def __len__(self) -> int:
+        return len(self.video_infos)
+
+
+def _model_outputs(pred: str, custom: tuple | None,
+                   evaluated: set[int]) -> tuple[_Keyframes, list]:
+    """The detections of ``pred`` as a 0.x model returns them: per keyframe, a list indexed by
+    class index of ``(n, 5)`` arrays ``x1, y1, x2, y2, score`` (rows in file order). Class index
+    ``i`` is class ``i + 1``, or ``custom[i + 1]`` with custom classes, whose model has no output
+    for the other classes (their rows are left out). The keyframes come in the order of their
+    first row of an ``evaluated`` class (then those without one): 0.x writes the keyframes in the
+    dataset's order, which is then the order its evaluator meets them in (only ties across
+    keyframes depend on it)."""
+    frames: dict[tuple[str, int], dict[int, list]] = {}
+    first_evaluated: dict[tuple[str, int], int] = {}
+    with open(pred) as f:
+        for line, row in enumerate(csv.reader(f)):
+            assert len(row) in (7, 8), f"wrong number of columns: {row}"
+            key = (row[0], int(row[1]))
+            action = int(row[6])
+            values = [float(v) for v in row[2:6]] + [float(row[7]) if len(row) == 8 else 1.0]
+            frames.setdefault(key, {}).setdefault(action, []).append(values)
+            if action in evaluated:
+                first_evaluated.setdefault(key, line)
+    keys = sorted(frames, key=lambda k: first_evaluated.get(k, math.inf))  # stable: file order
+    frames = {k: frames[k] for k in keys}
+    if custom is not None:
+        num_outputs = len(custom) - 1
+        index = {c: i for i, c in enumerate(custom[1:])}
+    else:
+        num_outputs = max((a for rows in frames.values() for a in rows), default=0)
+        index = {a: a - 1 for rows in frames.values() for a in rows if a >= 1}
+    results = []
+    for rows in frames.values():
+        per_class = [np.zeros((0, 5), dtype=np.float64) for _ in range(num_outputs)]
+        for action, values in rows.items():
+            if action in index:
+                per_class[index[action]] = np.array(values, dtype=np.float64)
+        results.append(per_class)
+    return _Keyframes(list(frames)), results
+
+
+def run_mmaction2_0x(gt: str, pred: str, label_map: str, exclude: str | None = None,
+                     custom_classes: list[int] | None = None,
+                     mmaction_dir: str | None = None) -> tuple[dict, float]:
+    """Per-class AP ``{id: float}`` (NaN kept) and ``ava_eval``'s mAP."""
+    import tempfile
+
+    ava = load_mmaction2_0x(mmaction_dir)
+    with open(label_map) as f:
+        _, whitelist = ava.read_labelmap(f)
+    custom = None
+    if custom_classes:  # what AVADataset.__init__ checks and keeps
+        assert 0 not in custom_classes
+        missing = sorted(set(custom_classes) - set(whitelist))
+        assert not missing, f"custom classes {missing} are not in the label map"
+        custom = tuple([0] + list(custom_classes))
+    dataset, results = _model_outputs(pred, custom, set(custom[1:] if custom else whitelist))
+
+    # keep the per-class APs that ava_eval only prints: its evaluator's evaluate(), wrapped
+    captured = {}
+    evaluator = ava.det_eval.PascalDetectionEvaluator
+    evaluate = evaluator.evaluate
+
+    def capturing(self):
+        captured["metrics"] = evaluate(self)
+        captured["categories"] = self._categories
+        captured["tied"] = _tied_classes(self._evaluation)
+        return captured["metrics"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = str(Path(tmp) / "AVA_result.csv")
+        ava.results2csv(dataset, results, written, custom)
+        evaluator.evaluate = capturing
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                returned = ava.ava_eval(written, "mAP", label_map, gt, exclude,
+                                        custom_classes=custom)
+        finally:
+            evaluator.evaluate = evaluate
+    metrics = captured["metrics"]
+    per_class = {}
+    for cat in captured["categories"]:
+        value = metrics.get(f"PerformanceByCategory/AP@0.5IOU/{cat['name']}")
+        per_class[cat["id"]] = float("nan") if value is None else float(value)
+    overall = float(returned["mAP@0.5IOU"])
+    assert overall == float(metrics["mAP@0.5IOU"]) or math.isnan(overall)
+    return per_class, overall, captured["tied"]
+
+
+def _tied_classes(evaluation) -> list[int]:
+    """Class ids whose AP depends on how equal scores are ordered: a score shared by a true and a
+    false positive (the per-image matching takes ties in file order; only the class ranking,
+    numpy's unstable argsort, can put either first)."""
+    tied = []
+    for index, (scores, labels) in enumerate(zip(evaluation.scores_per_class,
+                                                 evaluation.tp_fp_labels_per_class)):
+        if not scores:
+            continue
+        scores, labels = np.concatenate(scores), np.concatenate(labels)
+        if (evaluation.num_gt_instances_per_class[index] > 0
+                and any(len(set(labels[scores == value].tolist())) > 1
+                        for value in np.unique(scores))):
+            tied.append(index + evaluation.label_id_offset)
+    return tied
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def _nan_to_none(value):
@@ -359,17 +524,24 @@ def evaluate(protocol: str, gt: str, pred: str, label_map: str, exclude: str | N
     elif protocol == "mmaction2":
         per_class, overall = run_mmaction2(gt, pred, label_map, exclude, custom_classes,
                                            mmaction_dir, check_ava_eval)
+    elif protocol == "mmaction2-0.x":
+        per_class, overall, tied = run_mmaction2_0x(gt, pred, label_map, exclude, custom_classes,
+                                                    mmaction_dir)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
     ids = label_map_ids(label_map)
     if custom_classes:
         ids = [i for i in ids if i in set(custom_classes)]
-    return summarize(protocol, per_class, overall, ids)
+    result = summarize(protocol, per_class, overall, ids)
+    if protocol == "mmaction2-0.x":  # its scores have 3 decimals: say where ties matter
+        result["tied_classes"] = sorted(tied)
+        result["numpy"] = np.__version__
+    return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="activitynet")
     parser.add_argument("--gt", required=True, help="ground-truth CSV")
     parser.add_argument("--pred", required=True, help="detections CSV (with scores)")
     parser.add_argument("--label-map", required=True, help="pbtxt label map")
@@ -379,7 +551,7 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluator-dir", help="directory of ActivityNet's evaluator modules "
                         "(default: slowfast's utils/ava_evaluation)")
     parser.add_argument("--mmaction-dir", help="the mmaction package directory (default: the "
-                        "installed one)")
+                        "installed one; 1.x for mmaction2, 0.x for mmaction2-0.x)")
     parser.add_argument("--check-ava-eval", action="store_true",
                         help="mmaction2: also run ava_eval itself and compare the overall mAP")
     args = parser.parse_args(argv)

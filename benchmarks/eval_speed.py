@@ -7,7 +7,7 @@ Two steps::
 
     # 2. time both evaluators on them, each as a whole process
     .venv/bin/python benchmarks/eval_speed.py --dir /tmp/evalbench [--sets 360k,23m]
-        [--protocol activitynet|mmaction2] [--reference-python /tmp/evalenv/bin/python]
+        [--protocol activitynet|mmaction2-0.x|mmaction2] [--reference-python /tmp/evalenv/bin/python]
         [--stdet-python .venv/bin/python] [--skip-reference] [--skip-stdet]
 
 The sets, each a folder with ``gt.csv``, ``results.csv``, ``labels.pbtxt`` (the 60 classes of
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", default="/tmp/evalbench", help="where the sets are")
     parser.add_argument("--sets", default="360k,23m",
                         help="comma-separated, of: " + ", ".join(SETS))
-    parser.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet")
+    parser.add_argument("--protocol", choices=("activitynet", "mmaction2-0.x", "mmaction2"), default="activitynet")
     parser.add_argument("--reference-python", default="/tmp/evalenv/bin/python")
     default_py = ROOT / ".venv" / "bin" / "python"
     parser.add_argument("--stdet-python", default=str(default_py) if default_py.exists()

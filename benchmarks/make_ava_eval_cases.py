@@ -7,9 +7,10 @@ Every case is a folder ``case_<k>/`` with::
     gt.csv            video,timestamp,x1,y1,x2,y2,action_id,person_id  (boxes to 3 decimals)
     pred.csv          video,timestamp,x1,y1,x2,y2,action_id,score      (boxes to 4, scores to 6)
     excluded.csv      video,timestamp
-    expected_activitynet.json, expected_mmaction2.json   (benchmarks/ava_eval_reference.py)
+    expected_activitynet.json, expected_mmaction2.json, expected_mmaction2-0.x.json
+                      (benchmarks/ava_eval_reference.py, one per protocol)
 
-and, for the case that has a ``custom_classes.txt`` (ids, comma-separated), also
+and, for the cases that have a ``custom_classes.txt`` (ids, comma-separated), also
 ``expected_<protocol>_custom.json``. ``cases.json`` at the top lists the cases and what each
 exercises.
 
@@ -23,22 +24,46 @@ What the inputs contain, on purpose:
   just below (0.47-0.50) 0.5, and false-positive boxes; no IoU between a predicted and a
   ground-truth box of a frame lies within 1e-4 of 0.5, in float64 or float32, so the two
   references' float widths cannot disagree on a match;
-* frames with more than 50 rows (ActivityNet keeps the 50 best of each frame, MMAction2 all);
+* frames with more than 50 rows (ActivityNet keeps the 50 best of each frame, MMAction2 1.x and
+  0.x all);
 * predictions on frames without ground truth and on excluded frames, ground-truth frames whose
   only actions are outside the label map;
 * near-duplicate detections (same box and class, another score) and exact duplicate rows (only
   where both copies are false positives, so their tied scores cannot change an AP);
-* zero-width / zero-height predicted boxes (ActivityNet drops them per frame, MMAction2 counts
-  them as false positives) and, in one case, boxes with x2 < x1 or y2 < y1 (ActivityNet drops
-  them, MMAction2 raises ValueError: that case's expected_mmaction2.json holds the error);
-* timestamps written as 902 and as 0902 (both mean frame key "video,0902").
+* zero-width / zero-height predicted boxes (ActivityNet and MMAction2 0.x drop them per frame,
+  MMAction2 1.x counts them as false positives) and, in one case, boxes with x2 < x1 or y2 < y1
+  (ActivityNet and 0.x drop them, MMAction2 1.x raises ValueError: that case's
+  expected_mmaction2.json holds the error);
+* timestamps written as 902 and as 0902 (both mean frame key "video,0902");
+* (cases 8, 9) custom classes: a subset of the label map's ids, as MMAction2 0.x's
+  ``custom_classes`` gives it to ``ava_eval`` (which keeps only those ids, in the ground truth and
+  in the results); the subset holds a class without prediction, one without ground truth and one
+  whose ground truth is all on excluded keyframes; and boxes narrower than half a thousandth
+  (their sides meet once written with 3 decimals: MMAction2 0.x drops them, the others score a
+  false positive).
 
-Scores are unique over the whole file (apart from exact duplicate rows), so no result depends on
-how ties are ordered. The inputs need only numpy (and stdet's label names); the expected results
-need the reference environment described in ``ava_eval_reference.py``::
+Scores are unique over the whole file (apart from exact duplicate rows), so no result of the
+``activitynet`` and ``mmaction2`` protocols depends on how ties are ordered. ``mmaction2-0.x``
+evaluates the scores rounded to 3 decimals, where the older cases (0-7) do tie: their
+``expected_mmaction2-0.x.json`` lists in ``tied_classes`` the classes whose AP depends on the
+order of equal scores (a score shared by a true and a false positive), and the ``numpy`` that
+ordered them. The custom-class cases 8 and 9 are tie-free at 3 decimals too (each class's
+scores differ in their first 3 decimals, apart from exact duplicate rows, both false positives),
+so every protocol's expectation there is independent of any sort.
 
+The inputs need only numpy (and stdet's label names); the expected results need the reference
+environments described in ``ava_eval_reference.py`` (one with slowfast 1.0 and MMAction2 1.2.0,
+one with MMAction2 0.24.1)::
+
+    python3 -m venv /tmp/evalenv
+    /tmp/evalenv/bin/pip install --no-deps slowfast==1.0 mmaction2==1.2.0 numpy
+    python3 -m venv /tmp/mm0env
+    /tmp/mm0env/bin/pip install --no-deps mmaction2==0.24.1 numpy
     .venv/bin/python benchmarks/make_ava_eval_cases.py            # inputs + expected results
     .venv/bin/python benchmarks/make_ava_eval_cases.py --no-reference   # inputs only
+
+(``--reference-python`` and ``--reference-python-0x`` name other interpreters of the two
+environments.) The inputs are deterministic: rerunning rewrites the same bytes.
 """
 from __future__ import annotations
 
@@ -59,7 +84,8 @@ from stdet.data.labels import ava_label_map  # noqa: E402  (names only; imports 
 
 NAMES = ava_label_map()
 IOU_MARGIN = 1e-4  # no predicted/GT IoU of a frame within this distance of 0.5
-PROTOCOLS = ("activitynet", "mmaction2")
+PROTOCOLS = ("activitynet", "mmaction2", "mmaction2-0.x")
+TIE_FREE_DECIMALS = 3  # cases 8, 9: each class's scores differ in their first 3 decimals
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +205,7 @@ class Case:
     shuffle_preds: bool = False
     custom_classes: list | None = None
     exact_duplicates: int = 0
+    tie_free_3dp: bool = False
 
 
 def assign_scores(rng, case: Case) -> None:
@@ -188,6 +215,25 @@ def assign_scores(rng, case: Case) -> None:
     order = np.argsort([p.raw for p in case.preds], kind="stable")
     for rank, idx in enumerate(order):
         case.preds[idx].score = float(values[rank])
+
+
+def assign_scores_tie_free(rng, case: Case) -> None:
+    """Unique 6-decimal scores, ordered like the raw confidences within each class, whose first 3
+    decimals differ within each class: ``k/1000 + j/1e6`` with a distinct ``k`` per row of a
+    class and ``j < 500`` (so ``'%.3f'`` gives ``k/1000``), ``j`` drawn until the score is unique
+    in the file."""
+    used = set()
+    for action in sorted({p.action for p in case.preds}):
+        rows = [p for p in case.preds if p.action == action]
+        assert len(rows) < 10 ** TIE_FREE_DECIMALS, f"class {action}: too many rows"
+        thousandths = np.sort(rng.choice(np.arange(1, 1000), size=len(rows), replace=False))
+        for rank, idx in enumerate(np.argsort([p.raw for p in rows], kind="stable")):
+            while True:
+                micro = int(thousandths[rank]) * 1000 + int(rng.integers(0, 500))
+                if micro not in used:
+                    break
+            used.add(micro)
+            rows[idx].score = micro / 1e6
 
 
 def write_case(rng, case: Case, out: Path) -> dict:
@@ -222,7 +268,7 @@ def write_case(rng, case: Case, out: Path) -> dict:
         (out / "custom_classes.txt").write_text(",".join(map(str, case.custom_classes)) + "\n")
     return {"case": case.name, "gt_rows": len(case.gt), "pred_rows": len(rows),
             "label_ids": case.label_ids, "custom_classes": case.custom_classes,
-            "exercises": case.about}
+            "tie_free_at_3_decimals": case.tie_free_3dp, "exercises": case.about}
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,10 +298,11 @@ def hand_case() -> Case:
     case.about = [
         "hand-checkable; 902: class 17 TP (IoU .89) + FP (IoU .48), class 80 TP at IoU .52 + "
         "near-duplicate FP + TP, id 2 not in the label map (GT and pred)",
-        "903: zero-width box (ActivityNet drops it, MMAction2 counts an FP)",
+        "903: zero-width box (ActivityNet and MMAction2 0.x drop it, MMAction2 1.x counts an FP)",
         "904 excluded (GT + pred), 905 prediction without GT",
         "by hand: activitynet 17=1, 80=5/6, 5=1, mAP=17/18; mmaction2 17=0.5 (gt_count counts "
-        "the excluded GT), 80=5/6, 5=0.5, mAP=11/18",
+        "the excluded GT), 80=5/6, 5=0.5, mAP=11/18; mmaction2-0.x as activitynet (no frame over "
+        "50 rows, no box or score that 3 decimals change)",
     ]
     return case
 
@@ -286,12 +333,14 @@ class Config:
     n_exact_dups: int = 3
     n_zero_width: int = 2
     n_invalid: int = 0
+    n_sub_milli: int = 0       # boxes narrower than 0.0005: their sides meet at 3 decimals
     iou_mix: tuple = (0.6, 0.15, 0.15, 0.1)  # high, just above, just below, low
     label_form: str = "item"
     pad_gt: bool = True
     pad_pred: bool = False
     shuffle_preds: bool = False
     custom_classes: list | None = None
+    tie_free_3dp: bool = False  # scores distinct at 3 decimals within each class
 
 
 def video_ids(rng, n: int) -> list:
@@ -303,7 +352,8 @@ def random_case(name: str, cfg: Config, about: list) -> Case:
     rng = np.random.default_rng(cfg.seed)
     case = Case(name, about, label_ids=sorted(cfg.label_ids), label_form=cfg.label_form,
                 pad_gt=cfg.pad_gt, pad_pred=cfg.pad_pred, shuffle_preds=cfg.shuffle_preds,
-                custom_classes=cfg.custom_classes, exact_duplicates=cfg.n_exact_dups)
+                custom_classes=cfg.custom_classes, exact_duplicates=cfg.n_exact_dups,
+                tie_free_3dp=cfg.tie_free_3dp)
     special = {cfg.no_gt_id, cfg.excluded_only_id, cfg.empty_id} - {None}
     gt_pool = [i for i in cfg.label_ids if i not in special] + list(cfg.extra_ids)
     pred_pool = ([i for i in cfg.label_ids if i not in {cfg.no_pred_id, cfg.empty_id}]
@@ -415,6 +465,16 @@ def random_case(name: str, cfg: Config, about: list) -> Case:
         cls = sorted(gt_classes[(v, t)] & set(in_map)) or in_map
         case.preds.append(Pred(v, t, tuple(float(x) for x in box), int(cls[0]),
                                rng.normal(1.5, 0.5)))
+    # boxes 0.0003 wide or high, drawn so their two sides round to the same thousandth
+    for k in range(cfg.n_sub_milli):
+        v, t = gt_frames[int(rng.integers(len(gt_frames)))]
+        lo = float(np.round(rng.uniform(0.1, 0.8), 3)) + 0.0001
+        side = (lo, round(lo + 0.0003, 4))
+        other = tuple(float(x) for x in np.round(np.sort(rng.uniform(0.05, 0.95, 2)), 4))
+        box = (side[0], other[0], side[1], other[1]) if k % 2 == 0 else (
+            other[0], side[0], other[1], side[1])
+        cls = sorted(gt_classes[(v, t)] & set(in_map)) or in_map
+        case.preds.append(Pred(v, t, box, int(cls[0]), rng.normal(1.5, 0.5)))
     # frames with < 50 rows of the label map's classes and, with high-scored rows of other ids,
     # more than 50 in all (capping before the class filter would lose label-map rows)
     in_map_rows = {}
@@ -438,7 +498,7 @@ def random_case(name: str, cfg: Config, about: list) -> Case:
                 and rows_per_frame[(p.video, p.ts)] + cfg.n_exact_dups <= 50):
             p.can_duplicate = True
 
-    assign_scores(rng, case)
+    (assign_scores_tie_free if cfg.tie_free_3dp else assign_scores)(rng, case)
     return case
 
 
@@ -497,8 +557,40 @@ def all_cases() -> list:
                           label_ids=[1, 8, 12, 14, 17, 28, 46, 59, 64, 74, 79],
                           **base, n_invalid=4, pad_gt=False),
          ["4 inverted boxes (x2 < x1 or y2 < y1): ActivityNet drops them; MMAction2's BoxList "
-          "raises ValueError (expected_mmaction2.json records the error)",
-          "GT timestamps written unpadded (902)"]),
+          "raises ValueError (expected_mmaction2.json records the error); MMAction2 0.x drops "
+          "them", "GT timestamps written unpadded (902)"]),
+        ("case_8", Config(seed=808, n_videos=4, ts_per_video=8,
+                          label_ids=[1, 3, 5, 8, 11, 12, 14, 17, 20, 24, 27, 45, 59, 64, 74, 79,
+                                     80],
+                          **{**base, "extra_ids": [2, 16], "no_pred_id": 5, "no_gt_id": 20,
+                             "excluded_only_id": 79, "empty_id": 24},
+                          n_dense=3, n_crowded=1, n_excluded=3, n_sub_milli=3,
+                          custom_classes=[1, 5, 12, 17, 20, 27, 64, 79, 80], tie_free_3dp=True),
+         ["custom classes 1,5,12,17,20,27,64,79,80 of a 17-class label map (expected_*_custom."
+          "json), as MMAction2 0.x's AVADataset passes them to ava_eval: (0, *custom), the 0 "
+          "dropped; the subset holds 5 (GT, no prediction), 20 (predicted, no GT), 79 (GT only "
+          "on excluded frames) and classes of all three groups; the other classes are predicted "
+          "too, and ignored", "also evaluated on the full map",
+          "3 boxes 0.0003 wide or high: written with 3 decimals they have no area (MMAction2 0.x "
+          "drops them; the others count false positives)",
+          "scores distinct at 3 decimals within each class: no protocol depends on tie order"]),
+        ("case_9", Config(seed=909, n_videos=5, ts_per_video=9,
+                          label_ids=[1, 4, 6, 8, 10, 11, 12, 14, 15, 17, 22, 27, 30, 45, 48, 59,
+                                     64, 65, 74, 77, 79, 80],
+                          **{**base, "extra_ids": [2, 44], "no_pred_id": 6, "no_gt_id": 15,
+                             "excluded_only_id": 65, "empty_id": 4},
+                          n_dense=4, n_pred_only=4, n_excluded=3, n_zero_width=3, n_sub_milli=4,
+                          iou_mix=(0.3, 0.35, 0.35, 0.0), label_form="label",
+                          shuffle_preds=True, pad_pred=True,
+                          custom_classes=[4, 6, 10, 12, 14, 15, 30, 48, 65, 74, 77, 80],
+                          tie_free_3dp=True),
+         ["custom classes 4,6,10,12,14,15,30,48,65,74,77,80 of a 22-class label map in the "
+          "'label {}' form: 4 has neither GT nor prediction, 6 GT only, 15 predictions only, 65 "
+          "GT only on excluded frames", "also evaluated on the full map",
+          "IoU just above / just below 0.5 emphasised: 3-decimal boxes move some across 0.5",
+          "4 dense frames (> 50 rows before the class filter), prediction rows shuffled, "
+          "0902-style timestamps", "4 boxes 0.0003 wide or high, 3 zero-width boxes",
+          "scores distinct at 3 decimals within each class: no protocol depends on tie order"]),
     ]
     for name, cfg, about in specs:
         cases.append(random_case(name, cfg, about))
@@ -509,6 +601,7 @@ def all_cases() -> list:
 
 
 def run_reference(python: str, case_dir: Path, protocol: str, custom=None) -> dict:
+    """Run the protocol's reference on a case; write and return ``expected_<protocol>[_custom]``."""
     script = ROOT / "benchmarks" / "ava_eval_reference.py"
     suffix = "_custom" if custom else ""
     out = case_dir / f"expected_{protocol}{suffix}.json"
@@ -528,13 +621,20 @@ def run_reference(python: str, case_dir: Path, protocol: str, custom=None) -> di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "ava_eval"))
-    parser.add_argument("--reference-python", default="/tmp/evalenv/bin/python")
+    parser.add_argument("--reference-python", default="/tmp/evalenv/bin/python",
+                        help="python with slowfast 1.0 and MMAction2 1.2.0 (activitynet, "
+                        "mmaction2)")
+    parser.add_argument("--reference-python-0x", default="/tmp/mm0env/bin/python",
+                        help="python with MMAction2 0.24.1 (mmaction2-0.x)")
     parser.add_argument("--no-reference", action="store_true", help="write the inputs only")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.no_reference and not os.path.exists(args.reference_python):
-        print(f"{args.reference_python} not found: writing the inputs only", file=sys.stderr)
+    python = {"activitynet": args.reference_python, "mmaction2": args.reference_python,
+              "mmaction2-0.x": args.reference_python_0x}
+    missing = sorted({p for p in python.values() if not os.path.exists(p)})
+    if not args.no_reference and missing:
+        print(f"{', '.join(missing)} not found: writing the inputs only", file=sys.stderr)
         args.no_reference = True
 
     index = []
@@ -546,9 +646,12 @@ def main(argv=None) -> int:
             variants = [None] + ([case.custom_classes] if case.custom_classes else [])
             for custom in variants:
                 for protocol in PROTOCOLS:
-                    res = run_reference(args.reference_python, out / case.name, protocol, custom)
+                    res = run_reference(python[protocol], out / case.name, protocol, custom)
                     key = protocol + ("_custom" if custom else "")
                     info["expected"][key] = res.get("mAP", res.get("error"))
+                    if case.tie_free_3dp and res.get("tied_classes"):
+                        raise RuntimeError(f"{case.name}/{key}: tied classes "
+                                           f"{res['tied_classes']} in a tie-free case")
         index.append(info)
         print(json.dumps({k: info[k] for k in ("case", "gt_rows", "pred_rows")}
                          | {"expected": info.get("expected")}))

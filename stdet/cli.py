@@ -127,6 +127,8 @@ def run_convert(args: argparse.Namespace) -> int:
         model = build_detector(zoo.resolve(args.config, *args.cfg_options).model)
         report = load_checkpoint(model, args.checkpoint)
         print(report)
+        for note in report.notes:
+            warnings.warn(note)
         if report.mismatched:
             print(f"error: {args.checkpoint}: {len(report.mismatched)} tensor shapes do not match "
                   f"{args.config} (listed above); nothing written", file=sys.stderr)
@@ -137,6 +139,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def add_eval_parser(subparsers) -> None:
+    from .evaluation.ava_ap import PROTOCOLS
+
     p = subparsers.add_parser(
         "eval", help="frame-mAP of a results CSV against AVA ground truth",
         description="Frame-AP@0.5 per class and the means, from a results CSV "
@@ -145,8 +149,9 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--pred", required=True, help="results CSV")
     p.add_argument("--label-map", required=True, help="label map pbtxt of the evaluated classes")
     p.add_argument("--exclude", help="excluded timestamps CSV")
-    p.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet",
-                   help="activitynet (official, default) or mmaction2 (MMAction2 1.x ava_eval)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="activitynet",
+                   help="activitynet (official AVA, default), mmaction2-0.x (MMAction2 0.x's "
+                        "ava_eval, behind the published zoo table) or mmaction2 (1.x's)")
     p.add_argument("--custom-classes", help="comma-separated class ids to evaluate, e.g. 3,6,10")
     p.add_argument("--json", metavar="OUT", help="write mAP, per-class AP and group means as JSON")
     p.set_defaults(run=run_eval)
@@ -228,6 +233,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warning  # a degraded result is one line too
+    from ._interrupt import install
+
+    install()
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:

@@ -135,6 +135,9 @@ class HeadConfig(_Checked):
     topk: tuple[int, ...] = (3, 5)
     num_rois: int = 32                     # RoIs sampled per training clip
     pos_iou: float = 0.9                   # IoU making a proposal positive
+    # the classifier's weights at the start (bias 0): "normal" N(0, 0.01), as MMAction2 0.x's
+    # BBoxHeadAVA, with which the published runs trained; "xavier" (normal), as MMAction2 1.x's
+    init: Literal["normal", "xavier"] = "normal"
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,10 @@ class DataConfig(_Checked):
     person_det_score_thr: float = 0.9
     max_proposals: int = 1000
     custom_classes: tuple[int, ...] | None = None
+    # with custom_classes, the keyframes a test or validation scores: "with_classes" those with a
+    # ground-truth box of a custom class, as training and MMAction2 (every split) do; "all" every
+    # keyframe, the ones without the classes included, as a deployed detector meets them
+    custom_keyframes: Literal["with_classes", "all"] = "with_classes"
     workers: int = 2                       # data loading processes per GPU
     # how workers start: "auto" forks them, except in a Jupyter kernel (a forkserver; see
     # stdet.data.processes); "fork" | "forkserver" | "spawn" force one
@@ -209,6 +216,11 @@ class DataConfig(_Checked):
     # decode JPEG frames at 1/2, 1/4 or 1/8 size when the short side stays >= the size the
     # transforms rescale it to (max(train_scale) for training, test_scale for testing)
     reduced_decode: bool = True
+    # how frames become the model's input: "stdet" (reduced_decode as set, antialiased resize),
+    # "mmaction2" (MMAction2's pipeline bit for bit: full-size decode, OpenCV's bilinear without
+    # antialiasing, mmcv's size rounding), "auto": "mmaction2" when `test` scores an MMAction2
+    # checkpoint (raw or converted), else "stdet"
+    preprocess: Literal["auto", "stdet", "mmaction2"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,14 @@ def test_every_str_field_is_free_text_or_a_literal():
         "model.backbone.arch": ("slowonly", "slowfast"),
         "model.head.temporal_pool": ("avg", "max"),
         "model.head.shared_head": ("none", "acrn"),
+        "model.head.init": ("normal", "xavier"),
         "model.lfb.fbo": ("nl", "avg", "max"),
         "data.version": ("2.1", "2.2"),
         "data.start_method": ("auto", "fork", "forkserver", "spawn"),
         "data.frame_source": ("rawframes", "video"),
         "data.on_error": ("raise", "skip"),
+        "data.custom_keyframes": ("with_classes", "all"),
+        "data.preprocess": ("auto", "stdet", "mmaction2"),
         "schedule.policy": ("step", "cosine"),
         "scale": ("full", "mini"),
     }
@@ -229,7 +232,7 @@ def test_every_zoo_config_round_trips_through_config_json(scale, tmp_path):
     ("schedule.polcy", "unknown config key 'schedule.polcy'; did you mean 'schedule.policy'?"),
     ("model.head.xyzzy", "unknown config key 'model.head.xyzzy'; model.head has: num_classes, roi_size, "
                          "temporal_pool, with_global, shared_head, dropout, focal_alpha, focal_gamma, "
-                         "topk, num_rois, pos_iou"),
+                         "topk, num_rois, pos_iou, init"),
 ])
 def test_a_typo_suggests_the_closest_keys_not_all_of_them(key, message):
     cfg = zoo.get(SLOWONLY)

@@ -326,13 +326,15 @@ def test_custom_classes_train_drops_keyframes_without_them(layout, tmp_path):
     common = dict(proposal_file=layout.proposal_file("train"), exclude_file=layout.exclude_file("train"),
                   label_file=layout.label_file, custom_classes=[STAND, WATCH], num_classes=3)
     train = AVADataset(ann, layout.rawframes, train=True, **common)
+    # a test keeps them only when asked (MMAction2 drops them in every split)
+    mmaction2 = AVADataset(ann, layout.rawframes, train=False, **common)
     with pytest.warns(UserWarning, match=f"1 of .* keyframes .* have no proposals \\({video},0910\\)"):
-        test = AVADataset(ann, layout.rawframes, train=False, **common)
+        test = AVADataset(ann, layout.rawframes, train=False, custom_keyframes="all", **common)
     gt = gt_from_csv(ann)
     excluded = read_excluded_timestamps(layout.exclude_file("train"))
     with_classes = [k for k in gt if k not in excluded and any(a & {STAND, WATCH} for _, a in gt[k].values())]
     assert (video, 910) in test.keys and (video, 910) not in train.keys
-    assert train.keys == with_classes
+    assert train.keys == mmaction2.keys == with_classes
     assert test.keys == [k for k in gt if k not in excluded]
     s = test[test.keys.index((video, 910))]
     assert s["gt_boxes"].shape == (0, 4) and s["gt_labels"].shape == (0, 3)

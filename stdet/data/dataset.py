@@ -50,6 +50,10 @@ class AVADataset(Dataset):
         frame_source: ``"rawframes"`` or ``"video"``.
         num_classes: label columns (81 for AVA: 80 actions + index 0).
         custom_classes: train on a subset (see :class:`~stdet.data.labels.CustomClasses`).
+        custom_keyframes: with ``custom_classes``, the keyframes a test dataset holds:
+            ``"with_classes"`` (default, as training and MMAction2) those where a ground-truth box
+            has a custom class, ``"all"`` every keyframe. A training dataset always holds the
+            former.
         on_error: ``"raise"`` (default) or ``"skip"``: a keyframe outside its video is dropped at
             construction (counted in a warning), an unreadable frame skipped when it is read
             (counted in ``skipped`` and listed in the sample, see :meth:`__getitem__`).
@@ -73,11 +77,15 @@ class AVADataset(Dataset):
                  num_classes: int = 81, custom_classes: Sequence[int] | None = None,
                  person_det_score_thr: float = 0.9, max_proposals: int = 1000,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 custom_keyframes: str = "with_classes",
                  on_error: str = "raise", feature_bank=None, lfb_window: int = 60,
                  lfb_per_second: int = 5, lfb_seed: int = 0,
                  min_short_side: int | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if custom_keyframes not in ("with_classes", "all"):
+            raise ValueError(f"custom_keyframes must be 'with_classes' or 'all', got "
+                             f"{custom_keyframes!r}")
         if not 0 <= person_det_score_thr <= 1:
             raise ValueError(f"person_det_score_thr must lie in [0, 1], got {person_det_score_thr}")
         self.ann_file = Path(ann_file)
@@ -110,8 +118,9 @@ class AVADataset(Dataset):
         excluded = read_excluded_timestamps(exclude_file) if exclude_file else set()
         self.proposals = load_proposals(proposal_file) if proposal_file else None
         keys = [k for k in annotations if k not in excluded]
-        if self.custom_classes is not None and train:
-            # a keyframe whose people do none of the custom actions teaches nothing
+        if self.custom_classes is not None and (train or custom_keyframes == "with_classes"):
+            # a keyframe whose people do none of the custom actions teaches nothing; MMAction2
+            # leaves it out of testing too
             keys = [k for k in keys if self._labels(annotations[k]).any()]
         self.annotations = annotations
         self.keys = self._keyframes_inside_videos(keys)

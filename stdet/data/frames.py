@@ -135,6 +135,12 @@ class RawFrames:
     fraction of the decode time. ``None`` (default) decodes every frame at full size, exactly as
     without the option. Other formats (PNG...) are always decoded at full size.
 
+    A full-size decode gives the pixels MMAction2's ``RawFrameDecode`` gets from
+    ``mmcv.imfrombytes(..., channel_order="rgb")`` (OpenCV's ``imdecode``, BGR turned to RGB):
+    both use libjpeg-turbo's default decoder, equal on 4:2:0, 4:4:4 and progressive JPEGs
+    (``benchmarks/preprocess_parity.py``). One difference: OpenCV applies an EXIF orientation
+    and PIL does not (frames written by ffmpeg carry none).
+
     Args:
         root: directory with one sub-directory per video.
         filename_tmpl: ``str.format`` template with a single integer field.

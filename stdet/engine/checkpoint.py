@@ -196,6 +196,9 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    # settings the model must change to compute what an MMAction2 file was trained to (callers
+    # warn with them: :func:`origin_notes`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def covers(self) -> bool:
@@ -229,6 +232,58 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     return convert_state_dict(_state_dict_of(read_checkpoint(path), path))
 
 
+_MAX_POOL = re.compile(r"""temporal_pool_mode\s*=\s*['"]max['"]""")
+
+
+def mmaction2_origin(obj: dict) -> dict:
+    """What a checkpoint says of the MMAction2 code that trained it:
+    ``{"version": ..., "temporal_pool": "avg" | "max" | None}``, ``{}`` for stdet's own.
+
+    ``version``: ``"1.x"`` (mmengine's runner: ``mmengine_version`` in ``meta``, the config
+    text as ``meta["cfg"]``, a ``message_hub``), ``"0.x"`` (mmcv's runner: ``mmcv_version``, the
+    text as ``meta["config"]``), ``"unknown"`` (no such meta, weights in MMAction2's names); a file
+    written by ``convert`` keeps its source's facts (``"converted"`` where an earlier stdet wrote
+    none). ``temporal_pool``: the pooling of the RoI features over time as the stored config
+    sets it (``temporal_pool_mode``, average by default); without the text, 1.x ACRN weights
+    mean average: MMAction2 1.x's ACRN configs dropped the ``temporal_pool_mode='max'`` of 0.x,
+    and the ACRN checkpoints republished for 1.x were trained that way. (stdet's own meta holds
+    a ``config`` name too: only the runners' version keys mark MMAction2's files.)"""
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    if isinstance(meta.get("mmaction2"), dict):  # converted
+        return dict(meta["mmaction2"])
+    if "converted_from" in meta:
+        return {"version": "converted", "temporal_pool": None}
+    weights = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
+    if "mmengine_version" in meta or "message_hub" in obj:
+        version, text = "1.x", meta.get("cfg")
+    elif "mmcv_version" in meta:
+        version, text = "0.x", meta.get("config")
+    elif any(convert_state_dict({k: None}) != {k: None} for k in weights if isinstance(k, str)):
+        version, text = "unknown", None
+    else:
+        return {}
+    pool = None
+    if isinstance(text, str) and "with_temporal_pool" in text:
+        pool = "max" if _MAX_POOL.search(text) else "avg"
+    elif version == "1.x" and any(str(k).startswith("roi_head.shared_head.conv1") for k in weights):
+        pool = "avg"  # ACRN
+    return {"version": version, "temporal_pool": pool}
+
+
+def origin_notes(origin: dict, model: nn.Module, path) -> list[str]:
+    """What a model built from a stdet config must change to compute what the MMAction2
+    checkpoint ``origin`` (:func:`mmaction2_origin`) was trained to compute."""
+    extractor = getattr(model, "roi_extractor", None)
+    pool = origin.get("temporal_pool")
+    if extractor is None or pool is None or extractor.temporal_pool == pool:
+        return []
+    why = ("its ACRN config dropped 0.x's temporal_pool_mode='max'"
+           if origin.get("version") == "1.x" and pool == "avg" else "as its config sets it")
+    return [f"{path} is an MMAction2 {origin['version']} checkpoint whose RoI features are pooled "
+            f"over time by {'average' if pool == 'avg' else 'maximum'} ({why}); this model pools "
+            f"by {extractor.temporal_pool}: set model.head.temporal_pool={pool}"]
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> LoadReport:
     """Load MMAction2 (0.x / 1.x detector or Kinetics recognizer) or stdet weights into ``model``.
 
@@ -236,11 +291,15 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Fa
     used). Missing, unexpected and mismatched keys are reported by name; with ``strict=True`` any
     of them raises ``KeyError`` after the report is built, before the model is touched.
     """
-    state = load_state_dict_file(path)
+    path = Path(path)
+    obj = read_checkpoint(path)
+    state = convert_state_dict(_state_dict_of(obj, path))
     own = model.state_dict()
     if not any(k.startswith("backbone.") for k in own) and any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return _load_matching(model, state, path, strict=strict)
+    report = _load_matching(model, state, path, strict=strict)
+    report.notes = origin_notes(mmaction2_origin(obj), model, path)
+    return report
 
 
 def _load_matching(module: nn.Module, state: dict[str, Tensor], path, prefix: str = "",
@@ -286,8 +345,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, Tensor
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, Tensor]:
     """Read an MMAction2 checkpoint and write its weights in stdet names to ``dst``."""
-    state = load_state_dict_file(src)
-    save_checkpoint(dst, state, meta={"converted_from": str(src)})
+    obj = read_checkpoint(src)
+    state = convert_state_dict(_state_dict_of(obj, Path(src)))
+    meta = {"converted_from": str(src)}
+    origin = mmaction2_origin(obj)
+    if origin:
+        meta["mmaction2"] = origin
+    save_checkpoint(dst, state, meta=meta)
     return state
 
 

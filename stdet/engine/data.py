@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from .._interrupt import check as check_interrupt
 from ..configs import Config, LFBConfig
 from ..data.dataset import AVADataset, ava_collate
 from ..data.errors import AVADataError, StdetError
@@ -28,11 +29,13 @@ def layout_of(cfg: Config) -> AVALayout:
 
 def build_dataset(cfg: Config, split: str, train: bool | None = None) -> AVADataset:
     """The ``split`` ("train" or "val") of the config's data (``cfg.data.root``), with its
-    transforms."""
+    transforms (resized and decoded as ``data.preprocess`` says)."""
     train = split == "train" if train is None else train
     data = cfg.data
-    transforms = (train_transforms(data.train_scale, data.crop_size, data.flip) if train
-                  else test_transforms(data.test_scale))
+    # "auto" is settled by `test` from the checkpoint; anywhere else it means stdet's
+    preprocess = "stdet" if data.preprocess == "auto" else data.preprocess
+    transforms = (train_transforms(data.train_scale, data.crop_size, data.flip, preprocess)
+                  if train else test_transforms(data.test_scale, preprocess))
     lfb = {}
     if cfg.model.lfb is not None:
         from ..lfb import FeatureBank
@@ -49,10 +52,13 @@ def build_dataset(cfg: Config, split: str, train: bool | None = None) -> AVAData
     needed = max(data.train_scale) if train else data.test_scale
     dataset = AVADataset.from_layout(
         layout_of(cfg), split, train=train, transforms=transforms,
-        frame_source=data.frame_source, min_short_side=needed if data.reduced_decode else None,
+        frame_source=data.frame_source,
+        # MMAction2 decodes every frame at full size
+        min_short_side=needed if data.reduced_decode and preprocess == "stdet" else None,
         clip_len=data.clip_len,
         frame_interval=data.frame_interval, num_classes=cfg.model.head.num_classes,
-        custom_classes=data.custom_classes, person_det_score_thr=data.person_det_score_thr,
+        custom_classes=data.custom_classes, custom_keyframes=data.custom_keyframes,
+        person_det_score_thr=data.person_det_score_thr,
         max_proposals=data.max_proposals, on_error=data.on_error, **lfb)
     if not len(dataset):
         raise AVADataError(dataset.ann_file, f"the {split} split has no keyframe to "
@@ -123,6 +129,7 @@ class AVALoader(DataLoader):
     def __iter__(self):
         self.skipped = []
         for batch in super().__iter__():
+            check_interrupt()  # a Ctrl-C that a finalizer swallowed
             if isinstance(batch, _Failed):
                 raise batch.error
             skipped = batch.pop("skipped", ())

@@ -8,6 +8,7 @@ above ``action_thr``, 0.002 as in MMAction2's AVA configs) and evaluates them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -20,6 +21,7 @@ from torch import nn
 from .._progress import progress_bar
 
 from ..configs import Config
+from ..evaluation.ava_ap import PROTOCOLS
 from ..data.io import atomic_write_text
 from .data import long_term_of
 from .distributed import DistInfo, broadcast_object, gather_objects, init_distributed
@@ -118,6 +120,27 @@ def evaluate_split(model: nn.Module, cfg: Config, device: torch.device, info: Di
     return broadcast_object(result, info)
 
 
+def resolve_preprocess(cfg: Config, checkpoint: str | os.PathLike | nn.Module,
+                       verbose: bool = True) -> Config:
+    """``cfg`` with ``data.preprocess="auto"`` settled for scoring ``checkpoint``: MMAction2's
+    preprocessing for an MMAction2 checkpoint, raw or converted (its model learnt from frames made
+    that way; one line on stderr says so), stdet's otherwise. A ``data.preprocess`` set to
+    ``"stdet"`` or ``"mmaction2"`` is kept."""
+    if cfg.data.preprocess != "auto":
+        return cfg
+    how = None
+    if not isinstance(checkpoint, nn.Module):
+        from .checkpoint import mmaction2_origin, read_checkpoint
+
+        how = mmaction2_origin(read_checkpoint(checkpoint)).get("version")
+    if how and verbose:
+        print(f"{checkpoint} is an MMAction2 checkpoint ({how}): frames are preprocessed as "
+              f"MMAction2's test pipeline does (data.preprocess=mmaction2: full-size decode, "
+              f"OpenCV's bilinear resize); data.preprocess=stdet overrides", file=sys.stderr)
+    data = dataclasses.replace(cfg.data, preprocess="mmaction2" if how else "stdet")
+    return dataclasses.replace(cfg, data=data)
+
+
 def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
                verbose: bool = True, strict: bool = True) -> nn.Module:
     """The detector of ``cfg`` on ``device`` with the weights of ``checkpoint`` (stdet or
@@ -135,6 +158,8 @@ def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
                            f"checkpoint of another config? (--lenient loads what fits)")
     if verbose and (report.missing or report.unexpected or report.mismatched):
         print(report, file=sys.stderr)
+    for note in report.notes:  # an MMAction2 file trained with another setting than cfg's
+        warnings.warn(note, stacklevel=2)
     return model
 
 
@@ -149,6 +174,8 @@ def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split:
 
     ``checkpoint`` is a file (stdet or MMAction2) or a detector in memory (e.g. an untrained one,
     as a baseline; ``out`` is then required).
+    With ``data.preprocess="auto"`` (the default) an MMAction2 checkpoint, raw or converted, is
+    scored on frames preprocessed as MMAction2 does (:func:`resolve_preprocess`).
 
     >>> import stdet
     >>> cfg = stdet.config("work_dirs/slowonly_mini/config.json")   # the data root it trained on
@@ -159,6 +186,7 @@ def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split:
 
     cfg = zoo.resolve(cfg)
     info, dev = init_distributed(device)
+    cfg = resolve_preprocess(cfg, checkpoint, verbose=info.is_main)
     if isinstance(checkpoint, nn.Module):
         if out is None:
             raise ValueError("test(cfg, model): pass out=, the results CSV to write")
@@ -180,7 +208,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", help="results CSV (default: results.csv next to the checkpoint)")
     p.add_argument("--data-root", help="AVA root (default: the config's data.root)")
     p.add_argument("--split", default="val")
-    p.add_argument("--protocol", choices=("activitynet", "mmaction2"), default="activitynet")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="activitynet",
+                   help="frame-mAP protocol: activitynet (official, default), mmaction2-0.x (the "
+                        "published zoo table's) or mmaction2 (MMAction2 1.x)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--lenient", action="store_true",
                    help="load the weights that fit when the checkpoint does not cover the model "
@@ -202,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
             print(result.table())
     else:
         info, device = init_distributed(args.device)
+        cfg = resolve_preprocess(cfg, args.checkpoint, verbose=info.is_main)
         model = load_model(cfg, args.checkpoint, device, verbose=info.is_main,
                            strict=not args.lenient)
         predict_split(model, cfg, device, info, out, args.split)

@@ -1,4 +1,5 @@
-"""Evaluation: results CSV + ground truth -> frame-AP per class (ActivityNet and MMAction2 protocols).
+"""Evaluation: results CSV + ground truth -> frame-AP per class (the ActivityNet protocol and
+MMAction2's, 0.x and 1.x: :data:`PROTOCOLS`).
 
 >>> from stdet.evaluation import evaluate
 >>> result = evaluate("ava_val_v2.2.csv", "results.csv", "ava_action_list_v2.2_for_activitynet_2019.pbtxt",

@@ -1,28 +1,39 @@
-"""Frame-AP on AVA: the ActivityNet and MMAction2 protocols, vectorized.
+"""Frame-AP on AVA: the ActivityNet and the two MMAction2 protocols, vectorized.
 
 A detection is a row ``(keyframe, box, action, score)``. For each action class, detections are
 ranked by score over the whole dataset; a detection is a true positive when it matches a
 ground-truth box of its class in its keyframe (IoU >= 0.5); the class's AP is the VOC area under
-the precision envelope. The two protocols differ in which rows take part:
+the precision envelope. The protocols differ in which rows take part, and how:
 
-==============================================  ======================  ======================
-rule                                            ``activitynet``         ``mmaction2``
-==============================================  ======================  ======================
-detections kept per keyframe                    the 50 best-scoring     all
-detections on keyframes without ground truth    false positives         ignored
-excluded keyframes                              removed                 removed, but their
-                                                                        ground truth still
-                                                                        counts in the recall
-results box with x2 <= x1 or y2 <= y1           dropped                 error if x2 < x1 or
-                                                                        y2 < y1, else kept
-class with ground truth but no detection        AP 0, in the mean       left out of the mean
-class without ground truth                      left out (NaN)          left out (NaN)
-box and score arithmetic                        float64                 float32
-==============================================  ======================  ======================
+======================================  =================  ==================  ====================
+rule                                    ``activitynet``    ``mmaction2``       ``mmaction2-0.x``
+======================================  =================  ==================  ====================
+result boxes and scores                 as read            as read             rounded to 3
+                                                                               decimals, as written
+detections kept per keyframe            the 50 best        all                 all
+rows on keyframes without ground truth  false positives    ignored             false positives
+excluded keyframes                      removed            removed, but their  removed
+                                                           ground truth still
+                                                           counts in recall
+results box with x2 <= x1 or y2 <= y1   dropped            error if x2 < x1    dropped
+                                                           or y2 < y1, else
+                                                           kept
+class with ground truth, no detection   AP 0, in the mean  left out of the     AP 0, in the mean
+                                                           mean
+class without ground truth              left out (NaN)     left out (NaN)      left out (NaN)
+box and score arithmetic                float64            float32             float64
+equal scores in a class's ranking       file order         file order          numpy's argsort, as
+                                                                               in 0.x (see below)
+======================================  =================  ==================  ====================
 
-(``activitynet`` is ActivityNet's ``get_ava_performance.py`` with its ``PascalDetectionEvaluator``,
-the official AVA protocol; ``mmaction2`` is MMAction2 1.x's ``ava_eval``.) Classes outside the
-label map (or the custom classes) are ignored in both.
+``activitynet`` is ActivityNet's ``get_ava_performance.py`` with its ``PascalDetectionEvaluator``,
+the official AVA protocol (the AVA challenge's numbers). ``mmaction2`` is MMAction2 1.x's
+``ava_eval`` (its ``AVAMetric``). ``mmaction2-0.x`` is MMAction2 0.x's ``ava_eval`` as its
+``AVADataset.evaluate`` runs it, which made the 0.x model zoo's AVA table: the same
+``PascalDetectionEvaluator`` (a trimmed copy), fed every row of a keyframe, after ``results2csv``
+wrote the model's boxes and scores as ``'%.3f'`` (:func:`round_as_written`); ``ava_eval`` skips the
+excluded keyframes on its ``verbose`` path only, and ``verbose=True`` is the default the dataset
+keeps. Classes outside the label map (or the custom classes) are ignored in all three.
 
 **Matching.** Within a keyframe and class, detections are taken in descending score; each one is
 compared with its *highest-IoU* ground-truth box only (the first one in file order on equal IoU):
@@ -34,12 +45,16 @@ exactly "the first detection pointing at each box" — no sequential loop is nee
 **Ties.** Where detections share a score, stdet orders them by their row in the results file
 (earlier first) — when ranking a class and when choosing the 50 of a keyframe. The references
 leave ties to numpy's unstable sort, so with ties the APs may differ from theirs in the last
-digits; without ties they agree to floating-point rounding.
+digits; without ties they agree to floating-point rounding. ``mmaction2-0.x`` is the exception:
+scores with 3 decimals tie all the time, so a class is ranked by the very call 0.x makes, numpy's
+``argsort`` of the scores in 0.x's order, reversed (:func:`rank_like_mmaction2_0x`); with the same
+numpy the ties fall as in 0.x (another numpy's sort may place them otherwise). Matching within a
+keyframe takes ties in file order, as all the references do.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -49,7 +64,8 @@ from .io import BoxTable
 
 IOU_THRESHOLD = 0.5
 DETECTIONS_PER_FRAME = 50
-PROTOCOLS = ("activitynet", "mmaction2")
+PROTOCOLS = ("activitynet", "mmaction2", "mmaction2-0.x")
+RESULT_DECIMALS = 3  # MMAction2 0.x writes boxes and scores with 3 decimals before evaluating
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray, float32: bool) -> np.ndarray:
@@ -143,6 +159,54 @@ def _match_ranked(det: BoxTable, gt: BoxTable, float32: bool) -> np.ndarray:
     _, first_claim = np.unique(gt_rows, return_index=True)    # det_rows ascend: first in order
     tp[det_rows[first_claim]] = True
     return tp
+
+
+def _two_product(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """``a * b`` as ``p + e`` exactly (Dekker's product, each factor split into halves of 26 bits;
+    ``b`` a constant)."""
+    p = a * b
+    split = 134217729.0  # 2**27 + 1
+    c = split * a
+    a_hi = c - (c - a)
+    a_lo = a - a_hi
+    b_hi = split * b - (split * b - b)
+    b_lo = b - b_hi
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+def round_as_written(values, decimals: int = RESULT_DECIMALS) -> np.ndarray:
+    """``float(f"{v:.{decimals}f}")`` of every value, vectorized: what a value becomes once written
+    with ``decimals`` decimals and read back (MMAction2 0.x writes its results so).
+
+    Python formats the exact binary value, so a value that prints as ``0.1235`` but is stored just
+    below it goes down; ``np.round`` scales first and can land on the other side of a half. Here
+    the scaled value is rounded to the nearest integer where it is clearly off a half; near a half
+    it is recomputed exactly, as a sum of two doubles, and its distance to the half decides (an
+    exact half goes to the even neighbour, as in Python).
+
+    >>> from stdet.evaluation.ava_ap import round_as_written
+    >>> round_as_written([0.1235, 0.0625, 0.9996, -0.0001]).tolist()
+    [0.123, 0.062, 1.0, -0.0]
+    >>> import numpy as np; np.round(0.1235, 3)                 # not what the file would hold
+    np.float64(0.124)
+    """
+    shape = np.shape(values)
+    values = np.asarray(values, np.float64).ravel()
+    scale = 10.0 ** decimals
+    scaled = values * scale
+    rounded = np.rint(scaled)  # right unless the product's own rounding reached a half
+    off_half = np.abs(scaled - np.floor(scaled) - 0.5)
+    near = np.flatnonzero(off_half < 1e-9 * np.maximum(1.0, np.abs(scaled)))
+    if near.size:
+        exact, error = _two_product(values[near], scale)
+        below = np.floor(exact)
+        above_half = (exact - (below + 0.5)) + error  # exact this close to the half
+        up = (above_half > 0) | ((above_half == 0) & (np.fmod(below, 2) != 0))
+        rounded[near] = below + up
+    out = rounded / scale
+    zero = np.flatnonzero(out == 0)
+    out[zero] = np.copysign(0.0, values[zero])  # "-0.000" reads back as -0.0
+    return out.reshape(shape)
 
 
 def _group_key(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -245,6 +309,41 @@ def prefilter(protocol: str, class_ids: list[int]) -> Callable[[BoxTable], np.nd
     return keep
 
 
+def as_written(det: BoxTable, decimals: int = RESULT_DECIMALS) -> BoxTable:
+    """``det`` with its boxes and scores as MMAction2 0.x's ``results2csv`` leaves them: every
+    float written ``'%.3f'`` (:func:`round_as_written`), then read back by its ``ava_eval``."""
+    return replace(det, boxes=round_as_written(det.boxes, decimals),
+                   scores=round_as_written(det.scores, decimals))
+
+
+def rank_like_mmaction2_0x(det: BoxTable, first_rows: pd.Series | None = None) -> np.ndarray:
+    """The permutation ranking ``det``'s rows class by class as MMAction2 0.x does, ties included.
+
+    0.x's evaluator appends each keyframe's rows of a class, in descending score (a stable sort,
+    so ties in file order), keyframe after keyframe in their order in the file, and ranks the
+    class with ``np.argsort(scores)[::-1]``: numpy's default sort is not stable, so equal scores
+    come out as that call puts them. The same call on the same array here puts them the same way
+    (with the same numpy); without ties this is plain descending score. Keyframes come in the
+    order of their first row: ``first_rows`` maps a keyframe key to it (default: the smallest
+    ``order`` of the keyframe in ``det``), as in a file written keyframe by keyframe.
+
+    >>> from stdet.evaluation import BoxTable, FrameKeys
+    >>> box = (0.1, 0.1, 0.5, 0.5)
+    >>> det = BoxTable.from_rows([("v", 902, box, 12, 0.5), ("v", 903, box, 12, 0.9),
+    ...                           ("v", 903, box, 80, 0.7)], FrameKeys())
+    >>> rank_like_mmaction2_0x(det).tolist()      # class by class, each in descending score
+    [1, 0, 2]
+    """
+    if first_rows is None:
+        first_rows = pd.Series(det.order).groupby(det.frame).min()
+    first_row = first_rows.reindex(det.frame).to_numpy()
+    appended = np.lexsort((det.order, -det.scores, first_row))
+    by_class = appended[np.argsort(det.labels[appended], kind="stable")]
+    starts = np.flatnonzero(np.diff(det.labels[by_class])) + 1
+    ranked_parts = [rows[np.argsort(det.scores[rows])[::-1]] for rows in np.split(by_class, starts)]
+    return np.concatenate(ranked_parts) if len(det) else np.zeros(0, np.int64)
+
+
 def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.ndarray | None = None,
              protocol: str = "activitynet") -> FrameAPResult:
     """AP per class of ``class_ids`` given ground truth, results and the keys of the excluded
@@ -266,6 +365,7 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     mm = protocol == "mmaction2"
+    mm0 = protocol == "mmaction2-0.x"
     ids = np.asarray(sorted(class_ids), dtype=np.int64)
     if len(ids) >= 1 << 10:
         raise ValueError("at most 1023 classes can be evaluated at once")
@@ -295,9 +395,14 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
                                "(MMAction2's protocol cannot score it; ActivityNet's drops it)",
                                line=row + 1)
     else:
-        det = det.take(top_per_frame(det, DETECTIONS_PER_FRAME))
+        if mm0:  # 0.x evaluates the file it wrote with 3 decimals, every row of it
+            first_rows = pd.Series(det.order).groupby(det.frame).min()  # the keyframes' order
+            det = as_written(det)
+            det = det.take(ranked(det))
+        else:
+            det = det.take(top_per_frame(det, DETECTIONS_PER_FRAME))
         x1, y1, x2, y2 = det.boxes.T
-        # ActivityNet's evaluator drops boxes without area (x1 < x2 and y1 < y2 are required)
+        # ActivityNet's evaluator (0.x's copy too) drops boxes without area (x1 < x2, y1 < y2)
         det = det.take(np.flatnonzero(~np.isin(det.frame, excluded) & (x1 < x2) & (y1 < y2)))
     tp = _match_ranked(det, gt, float32=mm)
 
@@ -307,6 +412,9 @@ def frame_ap(gt: BoxTable, det: BoxTable, class_ids: list[int], excluded: np.nda
         evaluated = np.flatnonzero(num_det > 0)
         order = ranked(det, float32=True)
         ap, curves = voc_ap(tp[order], det.labels[order], evaluated, num_gt)
+    elif mm0:  # ranked per class with 0.x's own call, so ties (many at 3 decimals) fall alike
+        order = rank_like_mmaction2_0x(det, first_rows)
+        ap, curves = voc_ap(tp[order], det.labels[order], np.arange(len(ids)), num_gt)
     else:
         ap, curves = voc_ap(tp, det.labels, np.arange(len(ids)), num_gt)
     return FrameAPResult(

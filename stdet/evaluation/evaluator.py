@@ -98,6 +98,10 @@ def evaluate(gt: str | os.PathLike, pred: str | os.PathLike, label_map: str | os
     ``label_map`` (pbtxt) names the evaluated classes (the 60 of the ActivityNet list on real
     AVA); ``custom_classes`` restricts them further and must all be in the label map (use the
     full action list as label map for classes outside the 60). ``exclude`` lists keyframes left out.
+    ``protocol`` (:data:`~stdet.evaluation.PROTOCOLS`): ``"activitynet"``, the official evaluator
+    (AVA challenge numbers); ``"mmaction2-0.x"``, MMAction2 0.x's, which made its model zoo's AVA
+    table (results rounded to 3 decimals, no 50-per-keyframe cut); ``"mmaction2"``, MMAction2
+    1.x's. :mod:`stdet.evaluation.ava_ap` lists how they differ.
 
     >>> import stdet
     >>> result = stdet.evaluate("ava_val_v2.2.csv", "results.csv",
@@ -173,16 +177,16 @@ def _check_results(det: BoxTable, keys: FrameKeys, gt_videos: int, protocol: str
     rows = int(det.rows_per_video.sum())
     if rows == 0:
         warnings.append(f"{det.path}: no result rows: " + (
-            "every class with ground truth gets AP 0" if protocol == "activitynet" else
-            "no class gets an AP (the mmaction2 protocol leaves classes without detections out)"))
+            "no class gets an AP (the mmaction2 protocol leaves classes without detections out)"
+            if protocol == "mmaction2" else "every class with ground truth gets AP 0"))
     alien = det.rows_per_video[gt_videos:]
     alien_codes = gt_videos + np.flatnonzero(alien)
     alien_rows = int(alien.sum())
     if alien_rows:
         names = sorted(keys.codes, key=keys.codes.get)
         examples = ", ".join(names[c] for c in alien_codes[:3])
-        fate = ("of evaluated classes count as false positives" if protocol == "activitynet"
-                else "are ignored (mmaction2 protocol)")
+        fate = ("are ignored (mmaction2 protocol)" if protocol == "mmaction2"
+                else "of evaluated classes count as false positives")
         warnings.append(
             f"{det.path}: {alien_rows} result rows of {alien_codes.size} videos not in the ground "
             f"truth (e.g. {examples}): wrong files or video ids? Those rows {fate}")

@@ -265,7 +265,8 @@ def _check_chunk(chunk: pd.DataFrame, path: Path, keys: FrameKeys, ncols: int, s
             i = int(np.argmax(flipped))
             raise AVADataError(path, f"box has x2 < x1 or y2 < y1: {numeric[i].tolist()}",
                                line=first_line + i)
-        _count(warnings, "boxes with x2 < x1 or y2 < y1 (ActivityNet's protocol drops them)",
+        _count(warnings, "boxes with x2 < x1 or y2 < y1 (the activitynet and mmaction2-0.x "
+               "protocols drop them)",
                int(flipped.sum()))
     outside = ((numeric < 0) | (numeric > 1)).any(axis=1)
     if outside.any():

@@ -50,7 +50,7 @@ def build_detector(cfg: ModelConfig) -> ActionDetector:
         head_channels = shared_head.out_channels
     elif head_cfg.shared_head == "acrn":
         shared_head = ACRNHead(2 * roi_channels, roi_channels)
-    head = BBoxHeadAVA(head_channels, head_cfg.num_classes, head_cfg.dropout)
+    head = BBoxHeadAVA(head_channels, head_cfg.num_classes, head_cfg.dropout, init=head_cfg.init)
     return ActionDetector(backbone, extractor, head, shared_head, num_rois=head_cfg.num_rois,
                           pos_iou=head_cfg.pos_iou, focal_alpha=head_cfg.focal_alpha,
                           focal_gamma=head_cfg.focal_gamma, topk=head_cfg.topk)

@@ -20,16 +20,27 @@ from torch import Tensor, nn
 
 
 class BBoxHeadAVA(nn.Module):
+    """Pooling over time and space, dropout and the linear classifier of every RoI.
+
+    ``init``: the classifier's starting weights (bias 0): ``"normal"`` N(0, 0.01) as MMAction2
+    0.x's ``BBoxHeadAVA`` (the published runs), ``"xavier"`` xavier-normal as MMAction2 1.x's."""
+
     def __init__(self, in_channels: int = 2048, num_classes: int = 81, dropout: float = 0.5,
-                 temporal_pool: str = "avg", spatial_pool: str = "max") -> None:
+                 temporal_pool: str = "avg", spatial_pool: str = "max",
+                 init: str = "normal") -> None:
         super().__init__()
         if temporal_pool not in ("avg", "max") or spatial_pool not in ("avg", "max"):
             raise ValueError("temporal_pool and spatial_pool must be 'avg' or 'max'")
+        if init not in ("normal", "xavier"):
+            raise ValueError(f"init must be 'normal' or 'xavier', got {init!r}")
         self.temporal_pool, self.spatial_pool = temporal_pool, spatial_pool
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(in_channels, num_classes)
-        nn.init.xavier_normal_(self.classifier.weight)
+        if init == "normal":
+            nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        else:
+            nn.init.xavier_normal_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, roi_features: Tensor) -> Tensor:

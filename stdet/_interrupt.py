@@ -1,0 +1,39 @@
+"""Ctrl-C on the command line: the run stops, whatever it was doing when the signal came.
+
+Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT arrives. Inside a
+finalizer (DataLoader workers are shut down and started again every epoch) that exception is
+"ignored": printed as a traceback, and the run goes on. :func:`install` (the CLI calls it)
+remembers the signal, keeps such an ignored interrupt from printing, and :func:`check` raises it
+again at the next batch (:class:`~stdet.engine.data.AVALoader` calls it), so one Ctrl-C ends
+the run with one line.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+_requested = False
+
+
+def _on_sigint(signum, frame) -> None:
+    global _requested
+    _requested = True
+    raise KeyboardInterrupt
+
+
+def _unraisable(unraisable) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return  # raised again by check() at the next batch
+    sys.__unraisablehook__(unraisable)
+
+
+def install() -> None:
+    """Handle SIGINT as above (the main thread of a command-line run only)."""
+    signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = _unraisable
+
+
+def check() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C came and was swallowed since."""
+    if _requested:
+        raise KeyboardInterrupt
