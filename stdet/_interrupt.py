@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 _requested = False
+_previous_hook = sys.unraisablehook
 
 
 def _on_sigint(signum, frame) -> None:
@@ -24,13 +26,17 @@ def _on_sigint(signum, frame) -> None:
 def _unraisable(unraisable) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         return  # raised again by check() at the next batch
-    sys.__unraisablehook__(unraisable)
+    _previous_hook(unraisable)
 
 
 def install() -> None:
     """Handle SIGINT as above (the main thread of a command-line run only)."""
+    global _previous_hook
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only
     signal.signal(signal.SIGINT, _on_sigint)
-    sys.unraisablehook = _unraisable
+    if sys.unraisablehook is not _unraisable:
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
 def check() -> None:

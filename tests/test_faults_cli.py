@@ -168,3 +168,29 @@ def test_a_full_disk_while_logging_is_a_write_error(tmp_path):
                                f"No space left on device; the records before are kept")
     assert info.value.exit_code == 1 and read_records(tmp_path / "log.jsonl") == [
         {"mode": "train", "step": 1}]
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_stops_at_the_next_batch(tiny_ava, monkeypatch):
+    """SIGINT inside a finalizer (DataLoader workers shut down every epoch) becomes an "ignored"
+    exception; the CLI's handler keeps it quiet and the next batch raises it again."""
+    import types
+
+    import stdet
+    from stdet import _interrupt
+    from stdet.engine.data import build_dataset, eval_loader
+    from stdet.engine.distributed import DistInfo
+
+    seen = []
+    monkeypatch.setattr(_interrupt, "_previous_hook", seen.append)
+    monkeypatch.setattr(_interrupt, "_requested", False)
+    loader = eval_loader(build_dataset(stdet.config(f"{MINI}", data_root=tiny_ava), "val"), 0,
+                         DistInfo())
+    assert len(list(loader)) == 7
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt._on_sigint(signal.SIGINT, None)  # what the signal does, here swallowed:
+    _interrupt._unraisable(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
+    other = types.SimpleNamespace(exc_value=ValueError("x"))
+    _interrupt._unraisable(other)
+    assert seen == [other]  # other unraisable errors still reach the previous hook
+    with pytest.raises(KeyboardInterrupt):
+        next(iter(loader))
