@@ -71,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stdet import zoo  # noqa: E402
-from stdet.configs import Config, apply_overrides  # noqa: E402
+from stdet.configs import Config  # noqa: E402
 from stdet.data.annotations import write_annotations  # noqa: E402
 from stdet.data.dataset import AVADataset  # noqa: E402
 from stdet.data.frames import FPS, RawFrames, VideoFile, read_keyframe_clip  # noqa: E402
@@ -225,12 +225,12 @@ def make_ava_root(root: Path, *, videos: int, seconds: int, width: int, height: 
 
 def build_train_dataset(cfg: Config, root: Path, frame_source: str,
                         reduced_decode: bool | None = None) -> AVADataset:
-    """``stdet.engine.data.build_dataset(cfg, "train", root)`` with the config's frame source and
-    reduced-size decoding set (None: the config's own choice)."""
+    """``stdet.engine.data.build_dataset`` of the train split under ``root``, with the config's
+    frame source and reduced-size decoding set (None: the config's own choice)."""
     options = [f"data.frame_source={frame_source}"]
     if reduced_decode is not None:
         options.append(f"data.reduced_decode={str(reduced_decode).lower()}")
-    return build_dataset(apply_overrides(cfg, options), "train", root)
+    return build_dataset(zoo.resolve(cfg, *options, data_root=root), "train")
 
 
 def measure(dataset, batch: int, workers: int, min_batches: int, min_seconds: float,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,3 +34,19 @@ def test_gpu_train_step_times_the_engine_step_at_full_size(capsys):
     assert cells[1:3] == ["4x16", "1"]             # clip, batch
     assert float(cells[6]) > 0                     # clips/s
     assert cells[8] == "-" and cells[9] == "0"     # no MFU without a peak; no host read
+
+
+def test_data_throughput_builds_its_datasets_through_the_public_config(tmp_path):
+    """The benchmark runs end to end on its quick setting (it builds the train split of the data
+    it writes, through ``stdet.config``'s data root) and prints the workers-per-GPU table."""
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_throughput.py"), "--quick",
+                          "--sources", "rawframes", "--workers", "0", "--gpu-clips-per-s", "5"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "workers needed" in run.stdout
+
+
+def test_gpu_suite_is_valid_bash():
+    script = REPO / "benchmarks" / "gpu_suite.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
