@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements of stdet in one run: the training path under torchrun on CUDA, every zoo
 # config's full-size step, the channels_last / torch.compile variants, MMAction2 on the same card,
-# and the data workers one GPU needs. Each step's output goes to $OUT/NAME.txt and one line per
-# step (exit code, seconds) to $OUT/summary.txt; a failing step does not stop the others.
+# and the data workers one GPU needs. Every step's output goes to $OUT/suite.txt under a header,
+# one line per step (exit code, seconds) to $OUT/summary.txt, and the training run's log to
+# $OUT/train_log.jsonl; a failing step, or one over its time limit, does not stop the others.
 #
 #   OUT=out bash benchmarks/gpu_suite.sh              # on a machine with a CUDA GPU
 #   OUT=out bash benchmarks/gpu_suite.sh --dry-run    # the same steps, tiny, on the CPU
@@ -20,15 +21,17 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to $OUT/NAME.txt
+LOG="$OUT/suite.txt"
+: > "$LOG"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, output appended to $LOG
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
-    echo "== $name: $*" | tee "$OUT/$name.txt"
-    timeout --signal=INT --kill-after=15 "$limit" "$@" >> "$OUT/$name.txt" 2>&1
-    rc=$?
-    echo "$name rc=$rc seconds=$(( $(date +%s) - start ))" | tee -a "$SUMMARY"
-    tail -n 25 "$OUT/$name.txt"
+    echo "== $name: $*" | tee -a "$LOG"
+    timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG" | tail -n 30
+    rc=${PIPESTATUS[0]}
+    echo "$name rc=$rc seconds=$(( $(date +%s) - start ))" | tee -a "$SUMMARY" "$LOG"
 }
 
 if ls .whl/*.whl > /dev/null 2>&1; then
@@ -53,49 +56,49 @@ else
     FRAMES="width=640, height=360"; WORKERS="1 4 8 16"; DATA_ARGS="--min-seconds 4"
 fi
 
-step environment 60 bash -c "nvidia-smi || true; $PY -c 'import torch, sys; print(sys.version); \
+step environment 30 bash -c "nvidia-smi || true; $PY -c 'import torch, sys; print(sys.version); \
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", \
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"\")'"
 
-# 1. the training and test path as a user runs it: torchrun, DataLoader workers, pinned memory,
+# 1. every zoo config's full-size training step (bf16 autocast on CUDA), measured peak, MFU
+step train_step_all 230 $PY benchmarks/gpu_train_step.py $ALL --device "$DEVICE" $SIZE
+
+# 2. the training and test path as a user runs it: torchrun, DataLoader workers, pinned memory,
 # bf16, fused SGD, NCCL; on AVA-sized frames in the mini-AVA layout
-step make_data 120 $PY -c "from stdet.data.mini_ava import MiniAVASpec, generate_mini_ava; \
+step make_data 60 $PY -c "from stdet.data.mini_ava import MiniAVASpec, generate_mini_ava; \
 generate_mini_ava('$DATA', seed=0, spec=MiniAVASpec(train_videos=2, val_videos=1, seconds=12, \
 $FRAMES), progress=False)"
 OPTIONS="model.backbone.pretrained=None data.version=2.2 data.workers=4 runtime.log_interval=1"
 [ "$DRY" = 1 ] && OPTIONS="$OPTIONS optim.batch_per_gpu=1 data.workers=1"
-step torchrun_train 240 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m stdet train "$SLOWFAST" \
+step torchrun_train 100 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m stdet train "$SLOWFAST" \
     --data-root "$DATA" --work-dir /tmp/gpu_suite_work --max-iters 3 --device "$DEVICE" \
     --cfg-options $OPTIONS
 cp /tmp/gpu_suite_work/log.jsonl "$OUT/train_log.jsonl" 2> /dev/null
-step test 180 $PY -m stdet test "$SLOWFAST" /tmp/gpu_suite_work/latest.pth --eval mAP \
+step test 60 $PY -m stdet test "$SLOWFAST" /tmp/gpu_suite_work/latest.pth --eval mAP \
     --data-root "$DATA" --out /tmp/gpu_suite_work/results.csv --device "$DEVICE" \
     --cfg-options $OPTIONS
 
-# 2. every zoo config's full-size training step (bf16 autocast on CUDA), measured peak, MFU
-step train_step_all 300 $PY benchmarks/gpu_train_step.py $ALL --device "$DEVICE" $SIZE
-
 # 3. MMAction2's backbones on the same card, at the reference per-GPU batch
-step mmaction2_speed 150 $PY benchmarks/mmaction2_speed.py --device "$DEVICE" \
+step mmaction2_speed 80 $PY benchmarks/mmaction2_speed.py --device "$DEVICE" \
     ${BATCH:+--batch $BATCH} $( [ "$DRY" = 1 ] && echo "--steps 1 --warmup 0" || echo "--steps 8 --warmup 3" )
 
 # 4. the runtime switches on the two SlowFast R50 8x8 models
 for name in "$SLOWFAST" "$ACRN"; do
-    step "channels_last_${name%%_*}_$( [ "$name" = "$ACRN" ] && echo acrn || echo base )" 90 \
+    step "channels_last_${name%%_*}_$( [ "$name" = "$ACRN" ] && echo acrn || echo base )" 45 \
         $PY benchmarks/gpu_train_step.py "$name" --device "$DEVICE" $SIZE --channels-last --no-peak
 done
-[ "$DRY" = 0 ] && step compile_slowfast 180 $PY benchmarks/gpu_train_step.py "$SLOWFAST" \
+[ "$DRY" = 0 ] && step compile_slowfast 90 $PY benchmarks/gpu_train_step.py "$SLOWFAST" \
     --device "$DEVICE" $SIZE --compile --no-peak
 
 # 5. data workers one GPU needs, from this card's clips/s of the two configs the benchmark loads
 clips() {  # clips/s of config $1 in the train_step_all table (column 8)
-    awk -F'|' -v c="$1" '$2 ~ c {gsub(/ /, "", $8); print $8; exit}' "$OUT/train_step_all.txt"
+    awk -F'|' -v c="$1" '$2 ~ c {gsub(/ /, "", $8); print $8; exit}' "$LOG"
 }
 GPU=""
 for name in "$SLOWONLY" "$SLOWFAST"; do
     rate=$(clips "$name")
     [ -n "$rate" ] && GPU="$GPU --gpu-clips-per-s $rate"
 done
-step data_throughput 120 $PY benchmarks/data_throughput.py --sources rawframes \
+step data_throughput 60 $PY benchmarks/data_throughput.py --sources rawframes \
     --workers $WORKERS $DATA_ARGS $GPU
-ls -la "$OUT"
+cat "$SUMMARY"
