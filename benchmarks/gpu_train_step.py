@@ -252,6 +252,19 @@ def bench_config(name: str, args, device: torch.device, peak: float | None) -> d
     return row
 
 
+def select_device(name: str) -> torch.device:
+    """The device ``name`` names, made current; ``"cuda"`` names no card, and
+    ``torch.cuda.set_device`` needs its index (torch 2.11 refuses a bare ``"cuda"``)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device")
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None
+                              else device.index)
+        torch.cuda.set_device(device)
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,11 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         p.error("--steps must be >= 1")
 
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device")
-        torch.cuda.set_device(device)
+    device = select_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 

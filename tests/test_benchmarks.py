@@ -50,3 +50,20 @@ def test_data_throughput_builds_its_datasets_through_the_public_config(tmp_path)
 def test_gpu_suite_is_valid_bash():
     script = REPO / "benchmarks" / "gpu_suite.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_gpu_train_step_makes_a_card_with_its_index_current(monkeypatch):
+    """``--device cuda`` names no card; torch 2.11 refuses ``set_device("cuda")`` (seen on an
+    H200), so the benchmark passes the current card's index."""
+    import torch
+
+    bench = load_script("gpu_train_step")
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert bench.select_device("cuda") == torch.device("cuda", 0)
+    assert bench.select_device("cuda:3") == torch.device("cuda", 3)
+    assert made_current == [torch.device("cuda", 0), torch.device("cuda", 3)]
+    assert all(d.index is not None for d in made_current)
+    assert bench.select_device("cpu") == torch.device("cpu") and len(made_current) == 2
