@@ -169,7 +169,10 @@ def count_syncs(step, device: torch.device) -> int:
             step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    for message in dict.fromkeys(messages):  # what waited, to find it (stderr, once each)
+        print(f"    sync: {message.splitlines()[0][:200]}", file=sys.stderr)
+    return len(messages)
 
 
 def time_steps(step, batches: list[dict], steps: int, device: torch.device):
