@@ -16,7 +16,6 @@ entry's rows are checked for structure before anything is converted (see :func:`
 from __future__ import annotations
 
 import io
-import math
 import os
 import pickle
 import warnings

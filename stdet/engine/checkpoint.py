@@ -199,6 +199,8 @@ class LoadReport:
     # settings the model must change to compute what an MMAction2 file was trained to (callers
     # warn with them: :func:`origin_notes`)
     notes: list[str] = field(default_factory=list)
+    # what the file says of the MMAction2 code that trained it (:func:`mmaction2_origin`)
+    origin: dict = field(default_factory=dict)
 
     @property
     def covers(self) -> bool:
@@ -258,7 +260,8 @@ def mmaction2_origin(obj: dict) -> dict:
         version, text = "1.x", meta.get("cfg")
     elif "mmcv_version" in meta:
         version, text = "0.x", meta.get("config")
-    elif any(convert_state_dict({k: None}) != {k: None} for k in weights if isinstance(k, str)):
+    elif (names := [k for k in weights if isinstance(k, str)]) and \
+            list(convert_state_dict(dict.fromkeys(names))) != names:  # some MMAction2 name
         version, text = "unknown", None
     else:
         return {}
@@ -298,7 +301,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Fa
     if not any(k.startswith("backbone.") for k in own) and any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     report = _load_matching(model, state, path, strict=strict)
-    report.notes = origin_notes(mmaction2_origin(obj), model, path)
+    report.origin = mmaction2_origin(obj)
+    report.notes = origin_notes(report.origin, model, path)
     return report
 
 

@@ -8,6 +8,7 @@ raised in the main process as itself, one line, and keyframes skipped under
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -141,13 +142,18 @@ class AVALoader(DataLoader):
                 yield batch
 
 
-def report_skipped(skipped: list[str], total: int, what: str) -> str | None:
-    """The warning for keyframes skipped in one pass (None when there were none): how many of
-    ``total`` and the first three with their reason."""
-    if not skipped:
-        return None
-    return (f"{what}: skipped {len(skipped)} of {total} keyframes whose frames could not be "
-            f"read (data.on_error=skip): {'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}")
+def gather_skipped(loader: AVALoader, info: DistInfo, what: str, total: int) -> list[str]:
+    """The keyframes every process's ``loader`` skipped in its last pass (``data.on_error=skip``),
+    gathered from all ranks; the main process warns with how many of ``total`` and the first
+    three with their reason (``what`` names the pass)."""
+    from .distributed import gather_objects
+
+    skipped = [k for part in gather_objects(loader.skipped, info) for k in part]
+    if skipped and info.is_main:
+        warnings.warn(f"{what}: skipped {len(skipped)} of {total} keyframes whose frames could "
+                      f"not be read (data.on_error=skip): {'; '.join(skipped[:3])}"
+                      f"{' ...' if len(skipped) > 3 else ''}", stacklevel=3)
+    return skipped
 
 
 class ShardSampler(Sampler[int]):

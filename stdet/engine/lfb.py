@@ -21,18 +21,16 @@ import contextlib
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Subset
 
 from .._progress import progress_bar
 from ..configs import Config, config_to_dict
 from ..lfb.bank import BankWriter, FeatureBank, bank_nbytes, merge_shards
-from .distributed import (DistInfo, barrier, cleanup, gather_objects, init_distributed,
-                          main_process_lock)
+from .distributed import DistInfo, barrier, cleanup, init_distributed, main_process_lock
 from .step import autocast
 
 
@@ -50,7 +48,7 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
     """Write the features of this process's share of ``dataset``'s keyframes that ``writer``
     does not hold yet; returns how many keyframes were written."""
     from ..models.detector import boxes_to_rois
-    from .data import eval_loader, report_skipped
+    from .data import eval_loader, gather_skipped
 
     model.eval()
     todo = [i for i, key in enumerate(dataset.keys) if key not in writer.done]
@@ -67,9 +65,7 @@ def extract(model: nn.Module, dataset, writer: BankWriter, device: torch.device,
         writer.add(meta["video_id"], int(meta["timestamp"]), features.float().cpu().numpy())
         written += 1
     writer.close()
-    skipped = [k for part in gather_objects(loader.skipped, info) for k in part]
-    if skipped and info.is_main:  # the bank holds no feature of these keyframes
-        warnings.warn(report_skipped(skipped, len(dataset), desc), stacklevel=2)
+    gather_skipped(loader, info, desc, len(dataset))  # the bank holds no feature of these
     return written
 
 
@@ -191,7 +187,7 @@ def _extract_split(cfg: Config, checkpoint, split: str, out: Path, half: bool, s
     from .data import build_dataset
     from .test import load_model
 
-    model = load_model(cfg, checkpoint, dev, verbose=info.is_main)
+    model, _ = load_model(cfg, checkpoint, dev, verbose=info.is_main)
     dataset = build_dataset(cfg, split, train=False)
     writer = BankWriter(out, split, int(model.backbone.feature_channels),
                         "float16" if half else "float32", rank=info.rank, shard_size=shard_size,

@@ -84,18 +84,17 @@ def predict_split(model: nn.Module, cfg: Config, device: torch.device, info: Dis
                   progress: bool = True) -> Path | None:
     """Score every proposal of ``split`` on every process and write the results CSV ``out``
     (the main process; returns its path there, None elsewhere)."""
-    from .data import build_dataset, eval_loader, report_skipped
+    from .data import build_dataset, eval_loader, gather_skipped
 
     dataset = build_dataset(cfg, split, train=False)
     loader = eval_loader(dataset, cfg.data.workers, info, start_method=cfg.data.start_method)
     rows = predict_rows(model, loader, device, info, score_columns(cfg), desc=desc,
                         bf16=cfg.runtime.bf16, progress=progress)
     shards = gather_objects(rows, info)
-    skipped = [k for part in gather_objects(loader.skipped, info) for k in part]
+    # the people of skipped keyframes get no detections: missed ground truth in the evaluation
+    gather_skipped(loader, info, f"{desc} {split}", len(dataset))
     if not info.is_main:
         return None
-    if skipped:  # their people get no detections: missed ground truth in the evaluation
-        warnings.warn(report_skipped(skipped, len(dataset), f"{desc} {split}"), stacklevel=2)
     write_results(pd.concat(shards, ignore_index=True), out)
     return Path(out)
 
@@ -121,18 +120,19 @@ def evaluate_split(model: nn.Module, cfg: Config, device: torch.device, info: Di
 
 
 def resolve_preprocess(cfg: Config, checkpoint: str | os.PathLike | nn.Module,
-                       verbose: bool = True) -> Config:
+                       verbose: bool = True, origin: dict | None = None) -> Config:
     """``cfg`` with ``data.preprocess="auto"`` settled for scoring ``checkpoint``: MMAction2's
     preprocessing for an MMAction2 checkpoint, raw or converted (its model learnt from frames made
     that way; one line on stderr says so), stdet's otherwise. A ``data.preprocess`` set to
-    ``"stdet"`` or ``"mmaction2"`` is kept."""
+    ``"stdet"`` or ``"mmaction2"`` is kept. ``origin``: what loading the file found
+    (``LoadReport.origin``), so that it is not read again."""
     if cfg.data.preprocess != "auto":
         return cfg
-    how = None
-    if not isinstance(checkpoint, nn.Module):
+    if origin is None and not isinstance(checkpoint, nn.Module):
         from .checkpoint import mmaction2_origin, read_checkpoint
 
-        how = mmaction2_origin(read_checkpoint(checkpoint)).get("version")
+        origin = mmaction2_origin(read_checkpoint(checkpoint))
+    how = (origin or {}).get("version")
     if how and verbose:
         print(f"{checkpoint} is an MMAction2 checkpoint ({how}): frames are preprocessed as "
               f"MMAction2's test pipeline does (data.preprocess=mmaction2: full-size decode, "
@@ -142,11 +142,12 @@ def resolve_preprocess(cfg: Config, checkpoint: str | os.PathLike | nn.Module,
 
 
 def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
-               verbose: bool = True, strict: bool = True) -> nn.Module:
+               verbose: bool = True, strict: bool = True):
     """The detector of ``cfg`` on ``device`` with the weights of ``checkpoint`` (stdet or
-    MMAction2). ``strict``: a file that does not cover the model (a weight missing or of
-    another shape: a checkpoint of another config) is refused in one line; otherwise the
-    partial match is reported on stderr. Weights the model has no place for are reported."""
+    MMAction2), and the :class:`~stdet.engine.checkpoint.LoadReport`. ``strict``: a file that
+    does not cover the model (a weight missing or of another shape: a checkpoint of another
+    config) is refused in one line; otherwise the partial match is reported on stderr. Weights
+    the model has no place for are reported."""
     from ..data.errors import AVADataError
     from ..models import build_detector
     from .checkpoint import load_checkpoint
@@ -160,7 +161,7 @@ def load_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device,
         print(report, file=sys.stderr)
     for note in report.notes:  # an MMAction2 file trained with another setting than cfg's
         warnings.warn(note, stacklevel=2)
-    return model
+    return model, report
 
 
 def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split: str = "val",
@@ -186,13 +187,14 @@ def test(cfg: Config | str, checkpoint: str | os.PathLike | nn.Module, *, split:
 
     cfg = zoo.resolve(cfg)
     info, dev = init_distributed(device)
-    cfg = resolve_preprocess(cfg, checkpoint, verbose=info.is_main)
     if isinstance(checkpoint, nn.Module):
         if out is None:
             raise ValueError("test(cfg, model): pass out=, the results CSV to write")
-        model = checkpoint.to(dev)
+        model, origin = checkpoint.to(dev), {}
     else:
-        model = load_model(cfg, checkpoint, dev, verbose=info.is_main, strict=strict)
+        model, report = load_model(cfg, checkpoint, dev, verbose=info.is_main, strict=strict)
+        origin = report.origin
+    cfg = resolve_preprocess(cfg, checkpoint, verbose=info.is_main, origin=origin)
     out = out or Path(checkpoint).with_name("results.csv")
     return evaluate_split(model, cfg, dev, info, out, split, protocol, desc="test",
                           progress=progress)
@@ -232,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
             print(result.table())
     else:
         info, device = init_distributed(args.device)
-        cfg = resolve_preprocess(cfg, args.checkpoint, verbose=info.is_main)
-        model = load_model(cfg, args.checkpoint, device, verbose=info.is_main,
-                           strict=not args.lenient)
+        model, report = load_model(cfg, args.checkpoint, device, verbose=info.is_main,
+                                   strict=not args.lenient)
+        cfg = resolve_preprocess(cfg, args.checkpoint, verbose=info.is_main, origin=report.origin)
         predict_split(model, cfg, device, info, out, args.split)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"wrote {out}")

@@ -24,7 +24,6 @@ import os
 import random
 import resource
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,15 +460,11 @@ def train_one_epoch(run: TrainRun, epoch: int) -> bool:
 def report_epoch_skips(run: TrainRun, epoch: int) -> None:
     """Keyframes the epoch skipped (``data.on_error=skip``) on every process: logged (mode
     "skip": how many, the first 20 with their reason) and printed as a warning."""
-    from .data import report_skipped
+    from .data import gather_skipped
 
-    skipped = [k for part in gather_objects(run.loader.skipped, run.info) for k in part]
-    if not skipped:
-        return
-    run.logger.log(mode="skip", epoch=epoch + 1, skipped=len(skipped), keyframes=skipped[:20])
-    if run.info.is_main:
-        warnings.warn(report_skipped(skipped, len(run.loader.samples), f"epoch {epoch + 1}"),
-                      stacklevel=2)
+    skipped = gather_skipped(run.loader, run.info, f"epoch {epoch + 1}", len(run.loader.samples))
+    if skipped:
+        run.logger.log(mode="skip", epoch=epoch + 1, skipped=len(skipped), keyframes=skipped[:20])
 
 
 def _write_pending(pending: PendingSteps, run: TrainRun, bar) -> None:
