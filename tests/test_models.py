@@ -156,6 +156,20 @@ def test_output_shapes_and_stride_16():
     assert slow_fast.feature_channels == 512 + 128
 
 
+@pytest.mark.parametrize("strides", [(1, 2, 2, 1), (1, 2, 1, 1), (2, 2, 2, 2)])
+def test_roi_extractor_reads_the_map_at_the_backbones_stride(strides):
+    """RoIAlign's scale is the stride the backbone's map really has (a box in input pixels lands
+    on the same place of the map, whatever the stages' strides)."""
+    cfg = zoo.get("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb", "mini")
+    model_cfg = dataclasses.replace(cfg.model, backbone=dataclasses.replace(
+        cfg.model.backbone, spatial_strides=strides, pretrained=None))
+    detector = build_detector(model_cfg).eval()
+    height, width = 128, 192
+    with torch.no_grad():
+        features = detector.backbone(torch.randn(1, 3, 4, height, width))
+    assert detector.roi_extractor.spatial_scale == features.shape[-1] / width == features.shape[-2] / height
+
+
 @pytest.mark.parametrize("frames, rate", [(32, 8), (32, 4), (30, 8), (32, 1), (7, 2)])
 def test_temporal_subsample_is_nearest_resampling(frames, rate):
     clip = torch.randn(1, 2, frames, 3, 3)
