@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_mini_ava_parser(subparsers) -> None:
-    from .data.mini_ava import MiniAVASpec
+    from .data.mini_ava import LONG_TERM_CUES, MiniAVASpec
 
     defaults = MiniAVASpec()
     p = subparsers.add_parser(
@@ -43,6 +43,9 @@ def add_mini_ava_parser(subparsers) -> None:
     p.add_argument("--val-videos", type=int, default=defaults.val_videos)
     p.add_argument("--seconds", type=int, default=defaults.seconds,
                    help="length of each video in seconds (AVA's cut: 901)")
+    p.add_argument("--long-term", choices=LONG_TERM_CUES, default=defaults.long_term,
+                   help="what decides read vs text: the item carried 9-25 s earlier (default) or "
+                        "the motion 4-13 s earlier (the variant for long-term feature banks)")
     p.add_argument("--videos", action="store_true", help="also write videos_15min/VIDEO.mp4")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: 2)")
     p.set_defaults(run=run_mini_ava)
@@ -53,7 +56,8 @@ def run_mini_ava(args: argparse.Namespace) -> int:
 
     if args.seconds < 5:
         raise UsageError(f"mini-ava: --seconds must be at least 5, got {args.seconds}")
-    spec = MiniAVASpec(train_videos=args.train_videos, val_videos=args.val_videos, seconds=args.seconds)
+    spec = MiniAVASpec(train_videos=args.train_videos, val_videos=args.val_videos, seconds=args.seconds,
+                       long_term=args.long_term)
     start = time.perf_counter()
     summary = generate_mini_ava(args.out, seed=args.seed, spec=spec, videos=args.videos,
                                 workers=args.workers)

@@ -25,9 +25,6 @@ MINI_LR_PER_CLIP = 0.8      # from scratch; 3.2 at the default batch of 4
 MINI_FINETUNE_LR_PER_CLIP = 0.1   # from the mini SlowOnly; 0.4 at the default batch of 4
 MINI_FINETUNE_EPOCHS = 2
 MINI_FAST_LR_MULT = 0.1     # SlowFast's fast pathway and laterals
-MINI_HEAD_DROPOUT = 0.0     # the zoo's 0.5 on 64 RoI features: see mini()
-MINI_SPATIAL_STRIDES = (1, 2, 1, 1)   # features at stride 8: see mini()
-MINI_CHANNEL_RATIO = 2      # SlowFast's fast pathway a half of the slow one's width (4 channels)
 
 
 def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int | None = None,
@@ -59,16 +56,16 @@ def mini(cfg: Config, root: str = "_data/mini-ava", epochs: int | None = None,
     if epochs is None:
         epochs = 8 if pretrained is None else MINI_FINETUNE_EPOCHS
     bb = cfg.model.backbone
-    backbone = replace(bb, stage_blocks=MINI_STAGE_BLOCKS, spatial_strides=MINI_SPATIAL_STRIDES,
+    backbone = replace(bb, stage_blocks=MINI_STAGE_BLOCKS,
                        base_channels=bb.base_channels // MINI_WIDTH_DIVISOR,
-                       channel_ratio=min(bb.channel_ratio, MINI_CHANNEL_RATIO),
+                       channel_ratio=min(bb.channel_ratio, 4),
                        non_local=_mini_non_local(bb.non_local, MINI_STAGE_BLOCKS),
                        pretrained=pretrained)
     # the full configs start the classifier at N(0, 0.01), as the published runs fine-tuning from
     # Kinetics did; a mini model trains from scratch or from the mini SlowOnly, where the two
     # starts end level (mini SlowOnly, best val mAP for training seeds 0 and 1: xavier 42.40 and
     # 42.73, N(0, 0.01) 43.84 and 42.47), and keeps xavier, MMAction2 1.x's start
-    head = replace(cfg.model.head, init="xavier", dropout=MINI_HEAD_DROPOUT)
+    head = replace(cfg.model.head, init="xavier")
     lfb = cfg.model.lfb
     if lfb is not None:
         lfb = replace(lfb, feature_channels=backbone.base_channels * 32,

@@ -1,39 +1,39 @@
 """mini-AVA: a small synthetic dataset in the exact AVA on-disk layout, made to teach.
 
-Every video is a static cluttered background with a TV set and four actors, two to each of two
-horizontal lanes, each in its own half (so actors never occlude each other). An actor is a coloured
-body, a head with an eye on the side it faces, sometimes an item held in front of it, and sometimes
-a sign above its head, as big as the TV: a blinking speech bubble while it speaks, three balls
-while it juggles. Labels use
-real AVA action ids and fall into groups that need different information:
+Every video is a static cluttered background with 2 or 3 actors, each in its own horizontal lane
+(so actors never occlude each other). An actor is a coloured body, a head with an eye on the side it
+faces, and sometimes an item in its hand. Labels use real AVA action ids and fall into groups that
+need different information, so the zoo's ideas show up in the numbers:
 
-============  ===================================  =================================================
-group         classes (AVA id)                     decided by
-============  ===================================  =================================================
-motion        stand (12), walk (14), run/jog (10)  how the actor moves across frames; every frame
-                                                   of an actor looks alike
-brief_motion  jump/leap (7)                        hops in place (while standing), 8 frames each:
-                                                   frames 8 or 16 apart show one instant of a hop;
-                                                   frames 2 apart see it
-appearance    carry/hold (an object) (17)          an item in front of the body, in one frame
-scene         watch (e.g., TV) (61)                the TV set is on: whoever is in the room
-                                                   watches it, wherever the set is
-interaction   listen to (a person) (74),           another actor: listen to = someone else speaks,
-              watch (a person) (80)                watch = someone else juggles (one speaker and one
-                                                   juggler at a time), wherever they are
-long_term     read (48), text on/look at a         the video: in a reading video actors stand or
-              cellphone (57)                       walk and items are blue books, in a texting video
-                                                   they stand or run and items are green phones;
-                                                   an item shows its colour for 3-4 s, then, 2-5 s
-                                                   later, its grey back for 4-7 s, held standing,
-                                                   which looks the same in both
-============  ===================================  =================================================
+=============  =========================================  ==========================================
+group          classes (AVA id)                           decided by
+=============  =========================================  ==========================================
+motion         stand (12), walk (14), run/jog (10),       how the actor moves across frames; every
+               jump/leap (7)                              frame of an actor looks alike
+appearance     carry/hold (an object) (17)                a coloured item visible in one frame
+interaction    talk to (79), watch (a person) (80)        another actor: watch = someone in front of
+                                                          the actor's eye (within 64 px); talk to =
+                                                          two actors within 64 px facing each other
+long-term      read (48), text on/look at a cellphone     the item the actor carried 9 to 25 s
+               (57)                                       earlier: blue book -> read, green phone ->
+                                                          text; in the clip itself both hold the
+                                                          same grey item
+=============  =========================================  ==========================================
 
-Half of the videos of a split read, half text: a long-term feature bank holds no identity of the
-actors, so the whole video's past decides. The other cues are independent of each other and of
-the actor itself: facing, the TV, the speaker and the juggler change at random. Every state changes
-only on half-second boundaries, so the state at a keyframe holds for at least half a second
-around it.
+``MiniAVASpec(long_term="motion")`` builds a variant for long-term feature banks. A small model
+does not learn a 4-pixel item's colour, so a bank it writes cannot hold the colour; it does learn
+motion. In this variant the carried item (3 s) and the time away (2-4 s) are a *lead-in* with its
+own motion: walking before reading, running before texting (nobody runs otherwise), and the actor
+stands still while holding the grey item (4-6 s). During the hold the clip shows only a standing
+actor with a grey item; the lead-in, 4 to 13 s earlier, decides read vs text. Every actor of a
+video does the same one (half the videos of each split read, half text), so the lead-ins of the
+others in the video tell it too: at mini scale the bank's features carry no identity to match the
+actor by. The LFB chapter uses 20 train and 12 val videos of 14 s (more videos of the same total
+length: each video is one example of its kind).
+
+Facing changes at random, independently of motion, so interaction labels carry no information about
+the actor's own box. Motion states and facing change only on half-second boundaries, so the state at
+a keyframe holds for at least half a second around it.
 
 Layout written under ``OUT`` (AVA's and MMAction2's file names)::
 
@@ -71,16 +71,12 @@ from .proposals import save_proposals
 
 STAND, WALK, RUN, JUMP = 12, 14, 10, 7
 CARRY, READ, TEXT = 17, 48, 57
-WATCH_TV, LISTEN, WATCH = 61, 74, 80
-TALK, THROW = 79, 58
+TALK, WATCH = 79, 80
 
 CLASS_GROUPS: dict[str, tuple[int, ...]] = {
-    "motion": (STAND, WALK, RUN),
-    "brief_motion": (JUMP,),
+    "motion": (STAND, WALK, RUN, JUMP),
     "appearance": (CARRY,),
-    "scene": (WATCH_TV,),
-    "sign": (TALK, THROW),
-    "interaction": (LISTEN, WATCH),
+    "interaction": (TALK, WATCH),
     "long_term": (READ, TEXT),
 }
 CLASS_IDS: tuple[int, ...] = tuple(sorted(i for ids in CLASS_GROUPS.values() for i in ids))
@@ -88,43 +84,45 @@ CLASS_IDS: tuple[int, ...] = tuple(sorted(i for ids in CLASS_GROUPS.values() for
 # Geometry in pixels (for the default 128 x 96 frame).
 BODY_W, BODY_H, HEAD_W, HEAD_H = 10, 16, 6, 6
 ACTOR_H = BODY_H + HEAD_H
-HOP_FRAMES, HOP_HEIGHT = 8, 7   # a hop lasts 8 frames: SlowOnly's 16 and SlowFast's slow 8 alias it
-ITEM_W, ITEM_H = 10, 9         # held in front of the body, sticking out on the side it faces
-SIGN_H = 12                     # room above the head for the bubble or the balls
-BUBBLE_W, BALL = 16, 6          # the speech bubble's width, a ball's side
-BLINK = 3                       # a speech bubble blinks white / black every 3 frames
-TV_W, TV_H = 18, 12
+JUMP_HEIGHT = 6
+ITEM = 4
+INTERACTION_RANGE = 64
 
-_SPEED = {STAND: 0.0, WALK: 14.0, RUN: 40.0}  # px per second
-_MOVING_P = 0.55                # a spell is spent walking (reading video) or running (texting)
-_HOP_P = 0.45                   # a standing spell is spent hopping in place
+_SPEED = {STAND: 0.0, WALK: 12.0, RUN: 36.0, JUMP: 0.0}  # px per second
+_MOTION_P = {STAND: 0.3, WALK: 0.3, RUN: 0.2, JUMP: 0.2}
+# long_term="motion": nobody runs except on the way to texting
+_LEAD_IN_MOTION_P = {STAND: 0.35, WALK: 0.4, JUMP: 0.25}
+_LEAD_IN = {READ: WALK, TEXT: RUN}
 _ACTOR_COLOURS = np.array([(220, 40, 40), (240, 140, 20), (200, 40, 200), (230, 210, 30),
                            (130, 60, 200), (150, 90, 40), (250, 120, 170), (30, 210, 210)], np.uint8)
 _SKIN = np.array((235, 190, 150), np.uint8)
 _EYE = np.array((20, 20, 20), np.uint8)
 _ITEM_COLOURS = {READ: np.array((40, 70, 230), np.uint8), TEXT: np.array((30, 200, 60), np.uint8)}
 _HELD_ITEM = np.array((128, 128, 128), np.uint8)
-_BUBBLE = np.array((250, 250, 250), np.uint8)
-_BALLS = np.array([(255, 60, 0), (255, 230, 0), (0, 230, 255)], np.uint8)
-_TV_OFF = np.array((25, 25, 30), np.uint8)
-_TV_FRAME = np.array((60, 60, 60), np.uint8)
-_TV_ON = np.array([(255, 255, 255), (0, 200, 255), (255, 80, 180), (255, 200, 0)], np.uint8)
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
-_HELD = 1  # item code of the grey item; 0 is no item, READ / TEXT the coloured item
+
+LONG_TERM_CUES = ("item", "motion")
 
 
 @dataclass(frozen=True)
 class MiniAVASpec:
-    """Size of a mini-AVA build. ``seconds`` is each video's length (AVA's cut: 901); half the
-    videos of each split read, half text (see the module's docstring)."""
+    """Size of a mini-AVA build. ``seconds`` is each video's length (AVA's cut: 901).
+    ``long_term``: what decides read vs text, ``"item"`` (the item carried 9 to 25 s earlier) or
+    ``"motion"`` (how the actor moved 4 to 13 s earlier; see the module's docstring)."""
 
-    train_videos: int = 6
-    val_videos: int = 4
-    seconds: int = 36
+    train_videos: int = 5
+    val_videos: int = 3
+    seconds: int = 45
     width: int = 128
     height: int = 96
-    jpeg_quality: int = 85
+    jpeg_quality: int = 90
+    long_term: str = "item"
+
+    def __post_init__(self) -> None:
+        if self.long_term not in LONG_TERM_CUES:
+            raise ValueError(f"MiniAVASpec.long_term must be one of {LONG_TERM_CUES}, "
+                             f"got {self.long_term!r}")
 
     @property
     def keyframes(self) -> range:
@@ -143,22 +141,14 @@ class _Actor:
     entity_id: int
     colour: np.ndarray
     x: np.ndarray          # left edge of the body, float px
-    feet: np.ndarray       # y of the feet (lane baseline minus the hop), float px
+    feet: np.ndarray       # y of the feet (lane baseline minus jump), float px
     facing: np.ndarray     # +1 right, -1 left
     motion: np.ndarray     # AVA id of the motion state
-    hopping: np.ndarray    # bool: hopping in place (while standing)
     item: np.ndarray       # 0 (none), _HELD (grey item), or READ / TEXT (that coloured item)
-    long_term: np.ndarray  # READ / TEXT while the actor holds an item, else 0
+    long_term: np.ndarray  # READ / TEXT while the grey item is held, else 0
 
 
-@dataclass
-class _Scene:
-    """What the video shows besides its actors, per frame."""
-
-    tv_box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the screen
-    tv_on: np.ndarray      # bool
-    speaker: np.ndarray    # index of the speaking actor, -1 for none
-    juggler: np.ndarray    # index of the juggling actor, -1 for none
+_HELD = 1  # item code of the grey item; 0 is no item, READ / TEXT the coloured item
 
 
 def _video_ids(rng: np.random.Generator, n: int) -> list[str]:
@@ -177,95 +167,72 @@ def _half_second_segments(rng, seconds: int, lo: int, hi: int):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _simulate_actor(rng, entity_id: int, colour, lane_feet: float, x_range: tuple[float, float],
-                    spec: MiniAVASpec, kind: int) -> _Actor:
-    """One actor's states, its body's left edge within ``x_range``; ``kind`` (READ or TEXT) is
-    the video's: in a reading video actors stand or walk, in a texting video they stand or run,
-    and whoever holds an item stands."""
+def _simulate_actor(rng, entity_id: int, colour, lane_feet: float, spec: MiniAVASpec,
+                    kind: int | None = None) -> _Actor:
+    """One actor's states. ``kind`` (READ or TEXT, the video's) is set in ``long_term="motion"``
+    builds: every episode is of that kind, its lead-in sets the motion, holders stand still."""
     n = spec.num_frames
-    x_min, x_max = x_range
+    probs = _MOTION_P if kind is None else _LEAD_IN_MOTION_P
+    x_min, x_max = 2.0, spec.width - BODY_W - 2.0
     pos = rng.uniform(x_min, x_max)
-    moving = WALK if kind == READ else RUN
-    item, long_term = _item_episodes(rng, spec.seconds, kind)
-    motion = np.zeros(n, np.int64)
-    direction = np.zeros(n, np.float64)
-    for start, end in _half_second_segments(rng, spec.seconds, 3, 6):
-        motion[start:end] = moving if rng.random() < _MOVING_P else STAND
-        direction[start:end] = rng.choice([-1.0, 1.0])
-    motion[item != 0] = STAND
+    rng.choice([-1.0, 1.0])  # an initial heading; every segment draws its own (kept: seeds keep their data)
+    segments = [(start, end, int(rng.choice(list(probs), p=list(probs.values()))),
+                 rng.choice([-1.0, 1.0]))
+                for start, end in _half_second_segments(rng, spec.seconds, 3, 6)]
     facing = np.zeros(n, np.int64)
     for start, end in _half_second_segments(rng, spec.seconds, 1, 4):
         facing[start:end] = rng.choice([-1, 1])
+    item, long_term, lead_in = _item_episodes(rng, spec.seconds, kind)
 
+    motion = np.zeros(n, np.int64)
+    for start, end, state, _ in segments:
+        motion[start:end] = state
+    if kind is not None:
+        motion[lead_in] = _LEAD_IN[kind]
+        motion[long_term > 0] = STAND
     x = np.zeros(n, np.float64)
-    sign = 1.0
-    for f in range(n):
-        if f and direction[f] != direction[f - 1]:
-            sign = 1.0
-        pos += sign * direction[f] * (_SPEED[int(motion[f])] / FPS)
-        if not x_min <= pos <= x_max:  # bounce off the ends of its half-lane
-            sign = -sign
-            pos = float(np.clip(pos, x_min, x_max))
-        x[f] = pos
-    # standing spells (runs of frames) spent hopping in place, from a random phase: frames a
-    # whole number of hops apart show the actor at one height, which says nothing (the random
-    # rescale of training hides where the lane's baseline is)
     feet = np.full(n, lane_feet, np.float64)
-    hopping = np.zeros(n, bool)
-    change = np.flatnonzero(np.diff(motion) != 0) + 1
-    for start, end in zip(np.r_[0, change], np.r_[change, n]):
-        if motion[start] == STAND and rng.random() < _HOP_P:
-            hopping[start:end] = True
-            phase = (np.arange(end - start) + rng.integers(HOP_FRAMES)) / HOP_FRAMES
-            feet[start:end] -= HOP_HEIGHT * (1 - np.cos(2 * np.pi * phase)) / 2
-    return _Actor(entity_id, colour, x, feet, facing, motion, hopping, item, long_term)
+    for start, end, state, direction in segments:
+        for f in range(start, end):
+            pos += direction * (_SPEED[int(motion[f])] / FPS)
+            if not x_min <= pos <= x_max:  # bounce off the frame's edges
+                direction = -direction
+                pos = float(np.clip(pos, x_min, x_max))
+            x[f] = pos
+        if state == JUMP:
+            t = np.arange(end - start) / FPS
+            hop = JUMP_HEIGHT * np.abs(np.sin(2 * np.pi * t))
+            feet[start:end] -= np.where(motion[start:end] == JUMP, hop, 0.0)
+    return _Actor(entity_id, colour, x, feet, facing, motion, item, long_term)
 
 
-def _item_episodes(rng, seconds: int, kind: int):
-    """Episodes of holding the video's item: its colour for 3-4 s, then none for 2-5 s, then its
-    grey back for 4-7 s, the first starting 1.5-4.5 s in (so a keyframe sees its colour). Two
-    actors in five never hold one. Returns the item codes and the read/text labels per frame."""
+def _item_episodes(rng, seconds: int, kind: int | None = None):
+    """Episodes of carrying a coloured item 3 s, putting it away, then holding a grey item
+    (read/text). ``kind=None``: a random item each time, away 8-12 s, holding 6-10 s. ``kind``
+    READ or TEXT: that item, away 2-4 s, holding 4-6 s. Returns the item codes, the read/text
+    labels and the lead-in (carrying and away) per frame."""
     n = seconds * FPS
     item = np.zeros(n, np.int64)
     long_term = np.zeros(n, np.int64)
-    if rng.random() < 0.4:
-        return item, long_term
-    t = rng.integers(1, 5) + 0.5
+    lead_in = np.zeros(n, bool)
+    t = rng.integers(0, 9 if kind is None else 2) + 0.5
     while True:
-        colour, gap, back = int(rng.integers(3, 5)), int(rng.integers(2, 6)), int(rng.integers(4, 8))
-        if t + colour + gap + back > seconds:
+        episode_kind = int(rng.choice([READ, TEXT])) if kind is None else kind
+        carry = 3
+        if kind is None:
+            gap, hold = int(rng.integers(8, 13)), int(rng.integers(6, 11))
+        else:
+            gap, hold = int(rng.integers(2, 5)), int(rng.integers(4, 7))
+        if t + carry + gap + hold > seconds:
             break
-        a, b = int(t * FPS), int((t + colour) * FPS)
-        c, d = int((t + colour + gap) * FPS), int((t + colour + gap + back) * FPS)
-        item[a:b], item[c:d] = kind, _HELD
-        long_term[a:b] = long_term[c:d] = kind
-        t += colour + gap + back + int(rng.integers(2, 7))
-    return item, long_term
-
-
-def _turns(rng, seconds: int, n_actors: int, idle: tuple[int, int], busy: tuple[int, int]):
-    """Per frame, the actor taking a turn (-1: nobody): idle and busy spells alternate, each busy
-    spell taken by one actor at random."""
-    who = np.full(seconds * FPS, -1, np.int64)
-    busy_now = bool(rng.random() < 0.5)
-    for start, end in _half_second_segments(rng, seconds, min(idle[0], busy[0]), max(idle[1], busy[1])):
-        if busy_now:
-            who[start:end] = rng.integers(n_actors)
-        busy_now = not busy_now
-    return who
-
-
-def _simulate_scene(rng, spec: MiniAVASpec, n_actors: int) -> _Scene:
-    tv_on = np.zeros(spec.num_frames, bool)
-    on = bool(rng.random() < 0.5)
-    for start, end in _half_second_segments(rng, spec.seconds, 2, 6):
-        tv_on[start:end] = on
-        on = not on
-    x1 = int(rng.choice([1, spec.width - TV_W - 1]))
-    y1 = int(rng.integers(1, spec.height - TV_H - 1))
-    return _Scene((x1, y1, x1 + TV_W, y1 + TV_H), tv_on,
-                  _turns(rng, spec.seconds, n_actors, (2, 5), (2, 4)),
-                  _turns(rng, spec.seconds, n_actors, (2, 6), (2, 4)))
+        a, b = int(t * FPS), int((t + carry) * FPS)
+        c, d = int((t + carry + gap) * FPS), int((t + carry + gap + hold) * FPS)
+        item[a:b] = episode_kind
+        item[c:d] = _HELD
+        long_term[c:d] = episode_kind
+        lead_in[a:c] = True
+        t += carry + gap + hold + int(rng.integers(2, 7))
+    return item, long_term, lead_in
 
 
 def _actor_box(actor: _Actor, f: int) -> tuple[float, float, float, float]:
@@ -274,25 +241,28 @@ def _actor_box(actor: _Actor, f: int) -> tuple[float, float, float, float]:
     return float(x), float(feet - ACTOR_H), float(x + BODY_W), float(feet)
 
 
-def _actions_at(actors: list[_Actor], scene: _Scene, i: int, f: int) -> list[int]:
+def _actions_at(actors: list[_Actor], i: int, f: int) -> list[int]:
     """AVA action ids of actor i at frame f."""
     me = actors[i]
     actions = [int(me.motion[f])]
-    if me.hopping[f]:
-        actions.append(JUMP)
-    if me.item[f]:
+    if me.item[f] in _ITEM_COLOURS:
         actions.append(CARRY)
     if me.long_term[f]:
         actions.append(int(me.long_term[f]))
-    if scene.tv_on[f]:
-        actions.append(WATCH_TV)
-    if scene.speaker[f] == i:
+    watch = talk = False
+    for j, other in enumerate(actors):
+        if j == i:
+            continue
+        dx = (other.x[f] - me.x[f])
+        if abs(dx) > INTERACTION_RANGE or dx == 0:
+            continue
+        i_see_other = np.sign(dx) == me.facing[f]
+        other_sees_me = np.sign(-dx) == other.facing[f]
+        watch |= bool(i_see_other)
+        talk |= bool(i_see_other and other_sees_me)
+    if talk:
         actions.append(TALK)
-    if scene.juggler[f] == i:
-        actions.append(THROW)
-    if scene.speaker[f] not in (-1, i):
-        actions.append(LISTEN)
-    if scene.juggler[f] not in (-1, i):
+    if watch:
         actions.append(WATCH)
     return actions
 
@@ -312,13 +282,9 @@ def _background(rng, spec: MiniAVASpec) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _render(background: np.ndarray, actors: list[_Actor], scene: _Scene, f: int) -> np.ndarray:
+def _render(background: np.ndarray, actors: list[_Actor], f: int) -> np.ndarray:
     frame = background.copy()
-    x1, y1, x2, y2 = scene.tv_box
-    frame[y1 - 1:y2 + 1, x1 - 1:x2 + 1] = _TV_FRAME
-    frame[y1:y2, x1:x2] = _TV_ON[(f // 5) % len(_TV_ON)] if scene.tv_on[f] else _TV_OFF
-    h, w = frame.shape[:2]
-    for i, a in enumerate(actors):
+    for a in actors:
         x, feet = round(a.x[f]), round(a.feet[f])
         top = feet - ACTOR_H
         frame[top + HEAD_H:feet, x:x + BODY_W] = a.colour
@@ -329,21 +295,9 @@ def _render(background: np.ndarray, actors: list[_Actor], scene: _Scene, f: int)
         code = a.item[f]
         if code:
             colour = _HELD_ITEM if code == _HELD else _ITEM_COLOURS[int(code)]
-            ix = x + BODY_W - ITEM_W + 2 if a.facing[f] > 0 else x - 2
-            iy = top + HEAD_H + 4
-            frame[iy:iy + ITEM_H, max(ix, 0):min(ix + ITEM_W, w)] = colour
-        centre = hx + HEAD_W // 2
-        if scene.speaker[f] == i:  # a speech bubble with its tail
-            left = centre - BUBBLE_W // 2
-            colour = _BUBBLE if (f // BLINK) % 2 else _EYE
-            frame[max(top - SIGN_H, 0):top - 2, max(left, 0):min(left + BUBBLE_W, w)] = colour
-            frame[top - 2:top - 1, centre:centre + 1] = _BUBBLE
-        if scene.juggler[f] == i:  # three balls going round above the head
-            for k, ball in enumerate(_BALLS):
-                angle = 2 * np.pi * (k / 3 + f / 12)
-                bx = round(centre + (BUBBLE_W / 2) * np.cos(angle) - BALL / 2)
-                by = round(top - 2 - SIGN_H / 2 + (SIGN_H / 4) * np.sin(angle) - BALL / 2)
-                frame[max(by, 0):max(by + BALL, 0), max(bx, 0):min(bx + BALL, w)] = ball
+            ix = x + BODY_W - ITEM if a.facing[f] > 0 else x
+            iy = top + HEAD_H + 5
+            frame[iy:iy + ITEM, ix:ix + ITEM] = colour
     return frame
 
 
@@ -372,28 +326,16 @@ def _proposals_for(rng, gt_boxes: list[tuple[float, ...]], spec: MiniAVASpec) ->
     return np.round(arr[ok], 4)
 
 
-def _places(spec: MiniAVASpec) -> list[tuple[float, tuple[float, float]]]:
-    """Where actors live: two lanes (baselines; each leaves room above the head for a hop and a
-    sign as big as a TV's corner, see :func:`_render`), each split into a left and a right half with a gap between them (ranges of
-    the body's left edge), so no two actors ever overlap."""
-    top = ACTOR_H + HOP_HEIGHT + SIGN_H + 1
-    pitch = spec.height - 2 - top
-    half = spec.width / 2
-    ranges = [(2.0, half - BODY_W - 3.0), (half + 3.0, spec.width - BODY_W - 2.0)]
-    return [(float(round(top + k * pitch)), r) for k in range(2) for r in ranges]
-
-
 def _make_video(args) -> dict:
     """Simulate, render and write one video; returns its annotation rows and proposals."""
     out, video_id, seed_seq, spec, write_video, kind = args
     rng = np.random.default_rng(seed_seq)
-    places = _places(spec)
-    n_actors = int(rng.integers(4, len(places) + 1))
-    chosen = rng.permutation(len(places))[:n_actors]
+    n_actors = int(rng.choice([2, 3, 3]))
+    lanes = rng.permutation(3)[:n_actors]
     colours = rng.permutation(len(_ACTOR_COLOURS))[:n_actors]
-    actors = [_simulate_actor(rng, e, _ACTOR_COLOURS[c], *places[k], spec, kind)
-              for e, (k, c) in enumerate(zip(chosen, colours))]
-    scene = _simulate_scene(rng, spec, n_actors)
+    pitch = spec.height / 3
+    actors = [_simulate_actor(rng, e, _ACTOR_COLOURS[c], pitch * (lane + 1) - 3, spec, kind)
+              for e, (lane, c) in enumerate(zip(lanes, colours))]
     background = _background(rng, spec)
 
     from PIL import Image  # here: the CLI reads this module's defaults at start-up
@@ -404,7 +346,7 @@ def _make_video(args) -> dict:
     tmp_dir.mkdir(parents=True)
     frames = []
     for f in range(spec.num_frames):
-        frame = _render(background, actors, scene, f)
+        frame = _render(background, actors, f)
         Image.fromarray(frame).save(tmp_dir / f"img_{f + 1:05d}.jpg", quality=spec.jpeg_quality)
         if write_video:
             frames.append(frame)
@@ -421,7 +363,7 @@ def _make_video(args) -> dict:
             box = _actor_box(actor, f)
             boxes.append(box)
             norm = (box[0] / spec.width, box[1] / spec.height, box[2] / spec.width, box[3] / spec.height)
-            rows += [(video_id, t, *norm, action, actor.entity_id) for action in _actions_at(actors, scene, i, f)]
+            rows += [(video_id, t, *norm, action, actor.entity_id) for action in _actions_at(actors, i, f)]
         proposals[f"{video_id},{t:04d}"] = _proposals_for(rng, boxes, spec)
     return {"rows": rows, "proposals": proposals}
 
@@ -461,7 +403,7 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
     for split, seq in split_seqs.items():
         ids = _video_ids(id_rng, counts[split])
         for k, (video_id, video_seq) in enumerate(zip(ids, seq.spawn(counts[split]))):
-            kind = (READ, TEXT)[k % 2]
+            kind = (READ, TEXT)[k % 2] if spec.long_term == "motion" else None
             jobs.append((str(out), video_id, video_seq, spec, videos, kind))
             split_of[video_id] = split
     from .._progress import progress_bar  # here, like PIL: the CLI reads this module at start-up
@@ -493,8 +435,9 @@ def generate_mini_ava(out: str | os.PathLike, seed: int = 0, spec: MiniAVASpec =
                           "".join(f"{v},{t:04d}\n" for v, t in excluded))
         summary["splits"][split] = {
             "videos": [v for v, _ in split_results],
-            "long_term_kind": {j[1]: ("read" if j[5] == READ else "text")
-                               for j in jobs if split_of[j[1]] == split},
+            **({"long_term_kind": {j[1]: ("read" if j[5] == READ else "text")
+                                   for j in jobs if split_of[j[1]] == split}}
+               if spec.long_term == "motion" else {}),
             "keyframes": len(keys),
             "boxes": len({(r[0], r[1], r[7]) for r in rows}),
             "excluded": len(excluded),
