@@ -1,8 +1,6 @@
 """Build a model from its config with ordinary constructors (no registry)."""
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from ..configs import BackboneConfig, ModelConfig
@@ -40,8 +38,7 @@ def build_detector(cfg: ModelConfig) -> ActionDetector:
     head_cfg = cfg.head
     channels = backbone.feature_channels                 # 2048, or 2048 + 256 for SlowFast
     roi_channels = channels * (2 if head_cfg.with_global else 1)
-    stride = 4 * math.prod(cfg.backbone.spatial_strides)  # the stem's 4, then each stage's
-    extractor = RoIExtractor3D(head_cfg.roi_size, 1 / stride, head_cfg.temporal_pool,
+    extractor = RoIExtractor3D(head_cfg.roi_size, 1 / backbone.feature_stride, head_cfg.temporal_pool,
                                head_cfg.with_global)
     shared_head: nn.Module | None = None
     head_channels = roi_channels

@@ -19,6 +19,7 @@ torchvision finds their way; :mod:`stdet.checkpoint` maps MMAction2's names onto
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -78,6 +79,8 @@ class Bottleneck3d(nn.Module):
 class Stem(nn.Module):
     """``(B, C, T, H, W) -> (B, out_channels, T, H/4, W/4)``: conv (kt, 7, 7) /2, BN, ReLU, max pool /2."""
 
+    stride = 4  # the conv's 2, then the pool's 2
+
     def __init__(self, in_channels: int, out_channels: int, kernel_t: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, (kernel_t, 7, 7), stride=(1, 2, 2),
@@ -135,6 +138,7 @@ class ResNet3d(nn.Module):
             stages.append(nn.Sequential(*layer))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_channels = in_ch
+        self.out_stride = Stem.stride * math.prod(spatial_strides)  # input pixels per map cell
         self.reset_parameters(zero_init_residual)
 
     @property

@@ -45,7 +45,7 @@ class SlowOnly(ResNet3d):
         super().__init__(depth, base_channels, conv1_kernel_t=1, inflate=(0, 0, 1, 1),
                          spatial_strides=spatial_strides, non_local=non_local,
                          stage_blocks=stage_blocks)
-        self.feature_channels = self.out_channels
+        self.feature_channels, self.feature_stride = self.out_channels, self.out_stride
 
 
 class SlowFast(nn.Module):
@@ -85,6 +85,7 @@ class SlowFast(nn.Module):
         for conv in self.laterals:
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         self.feature_channels = self.slow.out_channels + self.fast.out_channels
+        self.feature_stride = self.slow.out_stride
 
     def forward(self, clip: Tensor) -> tuple[Tensor, Tensor]:
         slow = self.slow.stem(temporal_subsample(clip, self.resample_rate))
